@@ -1,0 +1,13 @@
+//! Building-block interfaces and the components that implement them.
+//!
+//! The runtime owns request validation, key prefixing and API shapes; a
+//! component only talks to its backend. Each building block has a trait, a
+//! typed error, and a `create` function that builds a component from its
+//! `type` and metadata.
+
+pub mod duration;
+pub mod metadata;
+pub mod secretstores;
+pub mod state;
+
+pub use metadata::{ComponentMetadata, MetadataError};

@@ -1,0 +1,35 @@
+//! Placeholder: being implemented.
+
+use async_trait::async_trait;
+
+use super::{
+    DeleteRequest, Features, GetRequest, InitError, SetRequest, StateError, StateItem, StateStore,
+};
+use crate::ComponentMetadata;
+
+pub struct SqliteStore;
+
+impl SqliteStore {
+    pub async fn open(_metadata: &ComponentMetadata) -> Result<Self, InitError> {
+        Err(InitError::Connect("not implemented".into()))
+    }
+}
+
+#[async_trait]
+impl StateStore for SqliteStore {
+    fn features(&self) -> Features {
+        Features::default()
+    }
+
+    async fn get(&self, _req: &GetRequest) -> Result<Option<StateItem>, StateError> {
+        Err(StateError::NotSupported("get"))
+    }
+
+    async fn set(&self, _req: &SetRequest) -> Result<(), StateError> {
+        Err(StateError::NotSupported("set"))
+    }
+
+    async fn delete(&self, _req: &DeleteRequest) -> Result<(), StateError> {
+        Err(StateError::NotSupported("delete"))
+    }
+}

@@ -1,0 +1,89 @@
+use serde::{Deserialize, Serialize};
+
+use crate::ObjectMeta;
+
+/// `dapr.io/v1alpha1` `Configuration`. Fields the runtime does not interpret yet
+/// are kept in `extra` so nothing a user wrote is dropped on a round trip.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Configuration {
+    #[serde(default)]
+    pub api_version: String,
+    #[serde(default)]
+    pub kind: String,
+    #[serde(default)]
+    pub metadata: ObjectMeta,
+    #[serde(default)]
+    pub spec: ConfigurationSpec,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ConfigurationSpec {
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub features: Vec<FeatureSpec>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub api: Option<ApiSpec>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub access_control: Option<AccessControlSpec>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub name_resolution: Option<NameResolutionSpec>,
+    #[serde(flatten)]
+    pub extra: serde_json::Map<String, serde_json::Value>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct FeatureSpec {
+    pub name: String,
+    #[serde(default)]
+    pub enabled: bool,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct ApiSpec {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub allowed: Option<Vec<ApiAccessRule>>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub denied: Option<Vec<ApiAccessRule>>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ApiAccessRule {
+    pub name: String,
+    #[serde(default)]
+    pub version: String,
+    /// `http` or `grpc`; empty means both.
+    #[serde(default)]
+    pub protocol: String,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct AccessControlSpec {
+    #[serde(default)]
+    pub default_action: String,
+    #[serde(default)]
+    pub trust_domain: String,
+    #[serde(default)]
+    pub policies: Vec<serde_json::Value>,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct NameResolutionSpec {
+    #[serde(default)]
+    pub component: String,
+    #[serde(default)]
+    pub version: String,
+    #[serde(default)]
+    pub configuration: serde_json::Value,
+}
+
+impl Configuration {
+    /// Whether feature `name` is switched on.
+    pub fn feature_enabled(&self, name: &str) -> bool {
+        self.spec
+            .features
+            .iter()
+            .any(|f| f.name == name && f.enabled)
+    }
+}

@@ -1,0 +1,20 @@
+//! `dapr.io` resource types.
+//!
+//! One definition serves two readers: daprd parses these from YAML files in
+//! self-hosted mode, and the operator serves them from the Kubernetes API.
+
+mod component;
+mod configuration;
+mod meta;
+mod resource;
+
+pub use component::{Component, ComponentAuth, ComponentSpec, MetadataItem, SecretKeyRef};
+pub use configuration::{
+    AccessControlSpec, ApiAccessRule, ApiSpec, Configuration, ConfigurationSpec, FeatureSpec,
+    NameResolutionSpec,
+};
+pub use meta::ObjectMeta;
+pub use resource::{ParseError, Resource, parse_documents};
+
+/// The API group of every dapr resource.
+pub const GROUP: &str = "dapr.io";

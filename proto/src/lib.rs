@@ -1,0 +1,20 @@
+//! Dapr's gRPC surface, shared by every dapr-rs binary.
+//!
+//! Messages come from the `dapr` crate (generated from Dapr's own protos); the
+//! server traits are regenerated here with default `Unimplemented` bodies so a
+//! service implements only the methods it serves.
+
+pub use dapr::dapr::proto::{common::v1 as common, runtime::v1 as runtime};
+pub use dapr::google::rpc;
+
+/// Server stubs for `dapr.proto.runtime.v1` with default bodies.
+pub mod server {
+    #![allow(clippy::all, missing_docs, unused_qualifications)]
+    include!(concat!(
+        env!("OUT_DIR"),
+        "/dapr_stubs/dapr.proto.runtime.v1.rs"
+    ));
+}
+
+/// The descriptor set the stubs were generated from (for gRPC reflection and tests).
+pub const DAPR_RUNTIME_DESCRIPTORS: &[u8] = include_bytes!("../descriptors/dapr-runtime.bin");
