@@ -18,3 +18,33 @@ pub mod server {
 
 /// The descriptor set the stubs were generated from (for gRPC reflection and tests).
 pub const DAPR_RUNTIME_DESCRIPTORS: &[u8] = include_bytes!("../descriptors/dapr-runtime.bin");
+
+/// `google.rpc` error-detail messages that Dapr attaches to gRPC statuses
+/// (the `dapr` crate ships only `google.rpc.Status`).
+pub mod error_details {
+    use std::collections::HashMap;
+
+    /// `google.rpc.ErrorInfo`.
+    #[derive(Clone, PartialEq, prost::Message)]
+    pub struct ErrorInfo {
+        #[prost(string, tag = "1")]
+        pub reason: String,
+        #[prost(string, tag = "2")]
+        pub domain: String,
+        #[prost(map = "string, string", tag = "3")]
+        pub metadata: HashMap<String, String>,
+    }
+
+    /// `google.rpc.ResourceInfo`.
+    #[derive(Clone, PartialEq, prost::Message)]
+    pub struct ResourceInfo {
+        #[prost(string, tag = "1")]
+        pub resource_type: String,
+        #[prost(string, tag = "2")]
+        pub resource_name: String,
+        #[prost(string, tag = "3")]
+        pub owner: String,
+        #[prost(string, tag = "4")]
+        pub description: String,
+    }
+}

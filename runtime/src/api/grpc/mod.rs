@@ -1,0 +1,167 @@
+//! Dapr's gRPC API: `dapr.proto.runtime.v1.Dapr` (tonic). Methods not built
+//! yet fall through to the generated default, `Unimplemented`.
+
+mod state;
+
+use std::sync::Arc;
+
+use dapr_rs_proto::{
+    runtime as pb,
+    server::dapr_server::{Dapr, DaprServer},
+};
+use tonic::{Request, Response, Status};
+
+use crate::{api::http::constant_time_eq, sidecar::Sidecar};
+
+#[derive(Clone)]
+pub struct DaprGrpc {
+    sidecar: Arc<Sidecar>,
+}
+
+/// The gRPC service with the API-token check and message size limits.
+pub fn service(
+    sidecar: Arc<Sidecar>,
+) -> tonic::service::interceptor::InterceptedService<
+    DaprServer<DaprGrpc>,
+    impl tonic::service::Interceptor + Clone,
+> {
+    let limit = usize::try_from(sidecar.max_body_size).unwrap_or(usize::MAX);
+    let token = sidecar.api_token.clone();
+    let server = DaprServer::new(DaprGrpc { sidecar })
+        .max_decoding_message_size(limit)
+        .max_encoding_message_size(usize::MAX);
+    tonic::service::interceptor::InterceptedService::new(server, move |req: Request<()>| {
+        check_token(token.as_deref(), req)
+    })
+}
+
+/// Interceptor for the `dapr-api-token` metadata. Public so the other gRPC
+/// services on the same port (proxying, workflows) share it.
+pub fn check_token(expected: Option<&str>, req: Request<()>) -> Result<Request<()>, Status> {
+    let Some(expected) = expected else {
+        return Ok(req);
+    };
+    match req.metadata().get("dapr-api-token") {
+        Some(v) if constant_time_eq(v.as_bytes(), expected.as_bytes()) => Ok(req),
+        Some(_) => Err(Status::unauthenticated(
+            "authentication error: api token mismatch",
+        )),
+        None => Err(Status::unauthenticated(
+            "authentication error: missing api token in request metadata",
+        )),
+    }
+}
+
+#[tonic::async_trait]
+impl Dapr for DaprGrpc {
+    async fn get_state(
+        &self,
+        req: Request<pb::GetStateRequest>,
+    ) -> Result<Response<pb::GetStateResponse>, Status> {
+        state::get_state(&self.sidecar, req.into_inner())
+            .await
+            .map(Response::new)
+    }
+
+    async fn get_bulk_state(
+        &self,
+        req: Request<pb::GetBulkStateRequest>,
+    ) -> Result<Response<pb::GetBulkStateResponse>, Status> {
+        state::get_bulk_state(&self.sidecar, req.into_inner())
+            .await
+            .map(Response::new)
+    }
+
+    async fn save_state(&self, req: Request<pb::SaveStateRequest>) -> Result<Response<()>, Status> {
+        state::save_state(&self.sidecar, req.into_inner())
+            .await
+            .map(Response::new)
+    }
+
+    async fn query_state_alpha1(
+        &self,
+        req: Request<pb::QueryStateRequest>,
+    ) -> Result<Response<pb::QueryStateResponse>, Status> {
+        state::query_state(&self.sidecar, req.into_inner())
+            .await
+            .map(Response::new)
+    }
+
+    async fn delete_state(
+        &self,
+        req: Request<pb::DeleteStateRequest>,
+    ) -> Result<Response<()>, Status> {
+        state::delete_state(&self.sidecar, req.into_inner())
+            .await
+            .map(Response::new)
+    }
+
+    async fn delete_bulk_state(
+        &self,
+        req: Request<pb::DeleteBulkStateRequest>,
+    ) -> Result<Response<()>, Status> {
+        state::delete_bulk_state(&self.sidecar, req.into_inner())
+            .await
+            .map(Response::new)
+    }
+
+    async fn execute_state_transaction(
+        &self,
+        req: Request<pb::ExecuteStateTransactionRequest>,
+    ) -> Result<Response<()>, Status> {
+        state::execute_state_transaction(&self.sidecar, req.into_inner())
+            .await
+            .map(Response::new)
+    }
+
+    async fn get_metadata(
+        &self,
+        _req: Request<pb::GetMetadataRequest>,
+    ) -> Result<Response<pb::GetMetadataResponse>, Status> {
+        let m = self.sidecar.metadata();
+        Ok(Response::new(pb::GetMetadataResponse {
+            id: m.id,
+            runtime_version: m.runtime_version,
+            enabled_features: m.enabled_features,
+            registered_components: m
+                .components
+                .into_iter()
+                .map(|c| pb::RegisteredComponents {
+                    name: c.name,
+                    r#type: c.type_,
+                    version: c.version,
+                    capabilities: c.capabilities,
+                })
+                .collect(),
+            extended_metadata: m.extended.into_iter().collect(),
+            app_connection_properties: Some(pb::AppConnectionProperties {
+                port: m.app.port.map(i32::from).unwrap_or(0),
+                protocol: m.app.protocol.to_owned(),
+                channel_address: m.app.channel_address,
+                max_concurrency: i32::try_from(m.app.max_concurrency.max(0)).unwrap_or(i32::MAX),
+                health: m.app.health.map(|h| pb::AppConnectionHealthProperties {
+                    health_check_path: h.path,
+                    health_probe_interval: h.interval,
+                    health_probe_timeout: h.timeout,
+                    health_threshold: i32::try_from(h.threshold).unwrap_or(i32::MAX),
+                }),
+            }),
+            ..Default::default()
+        }))
+    }
+
+    async fn set_metadata(
+        &self,
+        req: Request<pb::SetMetadataRequest>,
+    ) -> Result<Response<()>, Status> {
+        let req = req.into_inner();
+        self.sidecar.set_extended(req.key, req.value);
+        Ok(Response::new(()))
+    }
+
+    async fn shutdown(&self, _req: Request<pb::ShutdownRequest>) -> Result<Response<()>, Status> {
+        tracing::info!("shutdown requested through the gRPC API");
+        self.sidecar.shutdown.cancel();
+        Ok(Response::new(()))
+    }
+}

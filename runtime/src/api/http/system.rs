@@ -1,0 +1,99 @@
+//! Health, metadata and shutdown routes.
+
+use axum::{
+    Json,
+    extract::{Path, RawQuery, State},
+    http::StatusCode,
+    response::{IntoResponse, Response},
+};
+use serde_json::json;
+
+use super::{AppState, Body, query_param};
+use crate::error::ApiError;
+
+pub async fn healthz(State(sidecar): State<AppState>, RawQuery(q): RawQuery) -> Response {
+    if let Some(appid) = query_param(q.as_deref(), "appid")
+        && appid != sidecar.app_id
+    {
+        return ApiError::HealthAppIdMismatch.into_response();
+    }
+    if sidecar.is_ready() {
+        StatusCode::NO_CONTENT.into_response()
+    } else {
+        ApiError::HealthNotReady.into_response()
+    }
+}
+
+pub async fn healthz_outbound(State(sidecar): State<AppState>) -> Response {
+    if sidecar.is_outbound_ready() {
+        StatusCode::NO_CONTENT.into_response()
+    } else {
+        ApiError::OutboundHealthNotReady.into_response()
+    }
+}
+
+pub async fn get_metadata(State(sidecar): State<AppState>) -> Response {
+    let m = sidecar.metadata();
+    let components: Vec<_> = m
+        .components
+        .iter()
+        .map(|c| {
+            json!({
+                "name": c.name,
+                "type": c.type_,
+                "version": c.version,
+                "capabilities": c.capabilities,
+            })
+        })
+        .collect();
+    let mut app = json!({
+        "protocol": m.app.protocol,
+        "channelAddress": m.app.channel_address,
+    });
+    if let Some(port) = m.app.port {
+        app["port"] = json!(port);
+    }
+    if m.app.max_concurrency > 0 {
+        app["maxConcurrency"] = json!(m.app.max_concurrency);
+    }
+    if let Some(h) = &m.app.health {
+        app["health"] = json!({
+            "healthCheckPath": h.path,
+            "healthProbeInterval": h.interval,
+            "healthProbeTimeout": h.timeout,
+            "healthThreshold": h.threshold,
+        });
+    }
+    Json(json!({
+        "id": m.id,
+        "runtimeVersion": m.runtime_version,
+        "enabledFeatures": m.enabled_features,
+        "actors": [],
+        "components": components,
+        "extended": m.extended,
+        "subscriptions": [],
+        "httpEndpoints": [],
+        "appConnectionProperties": app,
+    }))
+    .into_response()
+}
+
+pub async fn put_metadata(
+    State(sidecar): State<AppState>,
+    Path(key): Path<String>,
+    Body(body): Body,
+) -> Response {
+    match String::from_utf8(body.to_vec()) {
+        Ok(value) => {
+            sidecar.set_extended(key, value);
+            StatusCode::NO_CONTENT.into_response()
+        }
+        Err(_) => ApiError::BadRequest("metadata value must be UTF-8 text".into()).into_response(),
+    }
+}
+
+pub async fn shutdown(State(sidecar): State<AppState>) -> Response {
+    tracing::info!("shutdown requested through the API");
+    sidecar.shutdown.cancel();
+    StatusCode::NO_CONTENT.into_response()
+}

@@ -1,0 +1,250 @@
+//! Startup, serving and graceful shutdown.
+
+use std::{net::SocketAddr, path::PathBuf, sync::Arc, time::Instant};
+
+use anyhow::{Context, bail};
+use axum::serve::ListenerExt;
+use dapr_crds::{Component, ComponentSpec, Configuration, MetadataItem, ObjectMeta};
+use tokio::{net::TcpListener, task::JoinSet};
+use tracing_subscriber::EnvFilter;
+
+use crate::{
+    api,
+    components::ComponentLoader,
+    hotreload,
+    options::{Mode, Options},
+    resources::{self, Sourced},
+    sidecar::Sidecar,
+};
+
+pub fn init_logging(opts: &Options) -> anyhow::Result<()> {
+    let level = match opts.log_level.as_str() {
+        "debug" | "info" | "warn" | "error" => opts.log_level.as_str(),
+        "fatal" => "error",
+        other => bail!("invalid --log-level '{other}': expected debug, info, warn, error or fatal"),
+    };
+    let filter = EnvFilter::try_from_env("DAPR_RS_LOG").unwrap_or_else(|_| EnvFilter::new(level));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    if opts.log_as_json {
+        builder
+            .json()
+            .flatten_event(true)
+            .with_current_span(false)
+            .init();
+    } else {
+        builder.with_target(false).init();
+    }
+    Ok(())
+}
+
+/// The components a bare `daprd --app-id X` starts with: a SQLite state store
+/// named `statestore` (also usable as the actor state store).
+fn embedded_default_components(opts: &Options) -> anyhow::Result<Vec<Sourced<Component>>> {
+    let dir = opts.data_dir();
+    std::fs::create_dir_all(&dir)
+        .with_context(|| format!("cannot create data directory {}", dir.display()))?;
+    let db = dir.join("state.db");
+    let item = |name: &str, value: &str| MetadataItem {
+        name: name.to_owned(),
+        value: Some(serde_json::Value::String(value.to_owned())),
+        secret_key_ref: None,
+        env_ref: None,
+    };
+    let statestore = Component {
+        api_version: "dapr.io/v1alpha1".into(),
+        kind: "Component".into(),
+        metadata: ObjectMeta {
+            name: "statestore".into(),
+            ..ObjectMeta::default()
+        },
+        spec: ComponentSpec {
+            type_: "state.sqlite".into(),
+            version: "v1".into(),
+            ignore_errors: false,
+            init_timeout: None,
+            metadata: vec![
+                item("connectionString", &db.to_string_lossy()),
+                item("actorStateStore", "true"),
+            ],
+        },
+        auth: Default::default(),
+        scopes: Vec::new(),
+    };
+    Ok(vec![Sourced {
+        file: PathBuf::from("<embedded default>"),
+        resource: statestore,
+    }])
+}
+
+pub async fn run(opts: Options) -> anyhow::Result<()> {
+    let started = Instant::now();
+    if opts.app_id.is_empty() {
+        bail!("--app-id is required");
+    }
+    let namespace = std::env::var("NAMESPACE").unwrap_or_default();
+    let api_token = std::env::var("DAPR_API_TOKEN")
+        .ok()
+        .filter(|t| !t.is_empty());
+    if opts.mode == Mode::Kubernetes {
+        tracing::warn!(
+            "--mode kubernetes: loading resources from the operator is not available yet; using --resources-path"
+        );
+    }
+
+    let configuration: Option<Configuration> = match opts.config.first() {
+        Some(path) => Some(
+            resources::load_configuration(path)?
+                .with_context(|| format!("--config {path} holds no Configuration"))?,
+        ),
+        None => None,
+    };
+    let features: Vec<String> = configuration
+        .as_ref()
+        .map(|c| {
+            c.spec
+                .features
+                .iter()
+                .filter(|f| f.enabled)
+                .map(|f| f.name.clone())
+                .collect()
+        })
+        .unwrap_or_default();
+    let hot_reload = features.iter().any(|f| f == "HotReload");
+
+    let sidecar = Sidecar::new(&opts, namespace.clone(), api_token, features);
+    let loader = Arc::new(ComponentLoader {
+        app_id: opts.app_id.clone(),
+        namespace,
+        registry: sidecar.registry.clone(),
+    });
+    let components = if opts.resources_paths.is_empty() {
+        embedded_default_components(&opts)?
+    } else {
+        resources::load(&opts.resources_paths)?.components
+    };
+    loader.load_all(&components).await?;
+
+    let mut servers = JoinSet::new();
+    let listen = opts.listen_addresses().map_err(anyhow::Error::msg)?;
+    for ip in &listen {
+        let addr = SocketAddr::new(*ip, opts.dapr_http_port);
+        let listener = bind(addr, "HTTP API").await?;
+        let router = api::http::router(sidecar.clone());
+        let token = sidecar.shutdown.clone();
+        servers.spawn(async move {
+            axum::serve(
+                listener.tap_io(|tcp| {
+                    let _ = tcp.set_nodelay(true);
+                }),
+                router,
+            )
+            .with_graceful_shutdown(token.cancelled_owned())
+            .await
+            .context("HTTP API server")
+        });
+    }
+    if let Some(port) = opts.dapr_public_port {
+        let ip = match &opts.dapr_public_listen_address {
+            Some(a) => a
+                .parse()
+                .with_context(|| format!("invalid --dapr-public-listen-address '{a}'"))?,
+            None => std::net::IpAddr::from([0, 0, 0, 0]),
+        };
+        let listener = bind(SocketAddr::new(ip, port), "public HTTP").await?;
+        let router = api::http::public_router(sidecar.clone());
+        let token = sidecar.shutdown.clone();
+        servers.spawn(async move {
+            axum::serve(listener, router)
+                .with_graceful_shutdown(token.cancelled_owned())
+                .await
+                .context("public HTTP server")
+        });
+    }
+    for ip in &listen {
+        let addr = SocketAddr::new(*ip, opts.dapr_grpc_port);
+        let listener = bind(addr, "gRPC API").await?;
+        let svc = api::grpc::service(sidecar.clone());
+        let token = sidecar.shutdown.clone();
+        servers.spawn(async move {
+            let incoming =
+                tonic::transport::server::TcpIncoming::from(listener).with_nodelay(Some(true));
+            tonic::transport::Server::builder()
+                .add_service(svc)
+                .serve_with_incoming_shutdown(incoming, token.cancelled_owned())
+                .await
+                .context("gRPC API server")
+        });
+    }
+
+    if hot_reload && !opts.resources_paths.is_empty() {
+        tokio::spawn(hotreload::watch(
+            opts.resources_paths.clone(),
+            loader.clone(),
+            sidecar.shutdown.clone(),
+        ));
+    }
+
+    sidecar.set_ready();
+    tracing::info!(
+        app_id = %opts.app_id,
+        http_port = opts.dapr_http_port,
+        grpc_port = opts.dapr_grpc_port,
+        elapsed_ms = started.elapsed().as_millis() as u64,
+        "dapr initialized. Status: Running"
+    );
+
+    tokio::select! {
+        _ = shutdown_signal() => tracing::info!("received shutdown signal"),
+        _ = sidecar.shutdown.cancelled() => {}
+        Some(res) = servers.join_next() => {
+            sidecar.shutdown.cancel();
+            res.context("server task")??;
+            bail!("a server stopped unexpectedly");
+        }
+    }
+    sidecar.shutdown.cancel();
+    let grace = opts.graceful_shutdown();
+    tracing::info!("draining in-flight requests (up to {grace:?})");
+    let drained = tokio::time::timeout(grace, async {
+        while let Some(res) = servers.join_next().await {
+            if let Ok(Err(e)) = res {
+                tracing::warn!("{e:#}");
+            }
+        }
+    })
+    .await;
+    if drained.is_err() {
+        tracing::warn!("graceful shutdown timed out; closing remaining connections");
+    }
+    tracing::info!("daprd stopped");
+    Ok(())
+}
+
+async fn bind(addr: SocketAddr, what: &str) -> anyhow::Result<TcpListener> {
+    TcpListener::bind(addr)
+        .await
+        .with_context(|| format!("cannot listen on {addr} for the {what}"))
+}
+
+async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let term = std::future::pending::<()>();
+    tokio::select! {
+        _ = ctrl_c => {}
+        _ = term => {}
+    }
+}
