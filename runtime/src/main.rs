@@ -1,19 +1,10 @@
 //! `daprd`: the dapr-rs sidecar.
 
-mod api;
-mod components;
-mod error;
-mod hotreload;
-mod options;
-mod resources;
-mod run;
-mod sidecar;
-mod state;
-
 use clap::Parser;
+use daprd::{options::Options, run};
 
 fn main() -> std::process::ExitCode {
-    let opts = options::Options::parse();
+    let opts = Options::parse();
     if let Err(e) = run::init_logging(&opts) {
         eprintln!("daprd: {e}");
         return std::process::ExitCode::FAILURE;

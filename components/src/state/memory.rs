@@ -126,7 +126,7 @@ impl InMemoryStore {
     }
 
     fn maybe_sweep(&self, map: &mut HashMap<String, Entry>, now: Instant) {
-        if self.writes_since_sweep.fetch_add(1, Ordering::Relaxed) % SWEEP_EVERY == 0 {
+        if self.writes_since_sweep.fetch_add(1, Ordering::Relaxed).is_multiple_of(SWEEP_EVERY) {
             map.retain(|_, e| e.live(now));
         }
     }

@@ -8,7 +8,7 @@ use std::{collections::HashMap, sync::Arc};
 use axum::{
     Router,
     body::Bytes,
-    extract::{FromRequest, Request, State},
+    extract::{FromRequest, FromRequestParts, Request, State},
     http::{StatusCode, Uri},
     middleware::{self, Next},
     response::{IntoResponse, Response},
@@ -129,6 +129,28 @@ impl FromRequest<AppState> for Body {
             }
             Err(rejection) => Err(ApiError::BodyRead(rejection.body_text())),
         }
+    }
+}
+
+/// Path parameters, with malformed ones (e.g. invalid UTF-8 after percent
+/// decoding) answered in Dapr's error shape.
+pub struct PathParams<T>(pub T);
+
+impl<T, S> FromRequestParts<S> for PathParams<T>
+where
+    T: serde::de::DeserializeOwned + Send,
+    S: Send + Sync,
+{
+    type Rejection = ApiError;
+
+    async fn from_request_parts(
+        parts: &mut http::request::Parts,
+        state: &S,
+    ) -> Result<Self, Self::Rejection> {
+        axum::extract::Path::<T>::from_request_parts(parts, state)
+            .await
+            .map(|axum::extract::Path(v)| PathParams(v))
+            .map_err(|e| ApiError::MalformedRequest(format!("invalid path: {}", e.body_text())))
     }
 }
 

@@ -4,7 +4,7 @@ use std::collections::HashMap;
 
 use axum::{
     Json,
-    extract::{Path, RawQuery, State},
+    extract::{RawQuery, State},
     http::{HeaderMap, HeaderName, HeaderValue, StatusCode, header},
     response::{IntoResponse, Response},
 };
@@ -14,7 +14,7 @@ use dapr_components::state::StateItem;
 use serde::{Deserialize, Deserializer};
 use serde_json::{Value, value::RawValue};
 
-use super::{AppState, Body, query_metadata, query_param};
+use super::{AppState, Body, PathParams, query_metadata, query_param};
 use crate::{
     error::ApiError,
     state::{SaveItem, TxOperation, WriteOptions, parse_concurrency, parse_consistency},
@@ -100,7 +100,7 @@ impl SaveStateItem {
 
 pub async fn save(
     State(sidecar): State<AppState>,
-    Path(store): Path<String>,
+    PathParams(store): PathParams<String>,
     RawQuery(q): RawQuery,
     Body(body): Body,
 ) -> Result<StatusCode, ApiError> {
@@ -122,7 +122,7 @@ pub async fn save(
 
 pub async fn get(
     State(sidecar): State<AppState>,
-    Path((store, key)): Path<(String, String)>,
+    PathParams((store, key)): PathParams<(String, String)>,
     RawQuery(q): RawQuery,
 ) -> Result<Response, ApiError> {
     let consistency =
@@ -159,7 +159,7 @@ pub async fn get(
 
 pub async fn delete(
     State(sidecar): State<AppState>,
-    Path((store, key)): Path<(String, String)>,
+    PathParams((store, key)): PathParams<(String, String)>,
     RawQuery(q): RawQuery,
     headers: HeaderMap,
 ) -> Result<StatusCode, ApiError> {
@@ -219,7 +219,7 @@ fn item_json(key: &str, item: &StateItem) -> Value {
 
 pub async fn bulk_get(
     State(sidecar): State<AppState>,
-    Path(store): Path<String>,
+    PathParams(store): PathParams<String>,
     RawQuery(q): RawQuery,
     Body(body): Body,
 ) -> Result<Json<Vec<Value>>, ApiError> {
@@ -260,7 +260,7 @@ struct TransactionOpJson {
 
 pub async fn transaction(
     State(sidecar): State<AppState>,
-    Path(store): Path<String>,
+    PathParams(store): PathParams<String>,
     RawQuery(q): RawQuery,
     Body(body): Body,
 ) -> Result<StatusCode, ApiError> {
@@ -287,7 +287,7 @@ pub async fn transaction(
 
 pub async fn query(
     State(sidecar): State<AppState>,
-    Path(store): Path<String>,
+    PathParams(store): PathParams<String>,
     Body(body): Body,
 ) -> Result<Json<Value>, ApiError> {
     let (items, token) = sidecar.state.query(&store, &body).await?;

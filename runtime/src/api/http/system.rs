@@ -2,13 +2,13 @@
 
 use axum::{
     Json,
-    extract::{Path, RawQuery, State},
+    extract::{RawQuery, State},
     http::StatusCode,
     response::{IntoResponse, Response},
 };
 use serde_json::json;
 
-use super::{AppState, Body, query_param};
+use super::{AppState, Body, PathParams, query_param};
 use crate::error::ApiError;
 
 pub async fn healthz(State(sidecar): State<AppState>, RawQuery(q): RawQuery) -> Response {
@@ -80,7 +80,7 @@ pub async fn get_metadata(State(sidecar): State<AppState>) -> Response {
 
 pub async fn put_metadata(
     State(sidecar): State<AppState>,
-    Path(key): Path<String>,
+    PathParams(key): PathParams<String>,
     Body(body): Body,
 ) -> Response {
     match String::from_utf8(body.to_vec()) {

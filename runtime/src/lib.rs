@@ -1,0 +1,12 @@
+//! dapr-rs sidecar (`daprd`) as a library, so tests and benchmarks can build
+//! the API routers in-process. The binary is `src/main.rs`.
+
+pub mod api;
+pub mod components;
+pub mod error;
+pub mod hotreload;
+pub mod options;
+pub mod resources;
+pub mod run;
+pub mod sidecar;
+pub mod state;

@@ -1,0 +1,267 @@
+#!/usr/bin/env bash
+# Install (if missing) and start (if not already running) the backing services
+# the dapr-rs test suites talk to. Idempotent: a second run only probes the
+# fixed ports and reuses what answers.
+#
+# Everything listens on 127.0.0.1 only, on fixed ports the tests hard-code:
+#   Redis       127.0.0.1:16379  no auth, no persistence
+#   PostgreSQL  127.0.0.1:15432  user postgres (trust auth), database dapr_test
+#   MariaDB     127.0.0.1:13306  user root, no password,     database dapr_test
+# Data and logs live under ${DAPR_RS_CACHE:-$HOME/.cache/dapr-rs}/services/<name>/.
+# DAPR_RS_SERVICE_TIMEOUT (default 60) bounds each server's start-up, in seconds.
+#
+# Adding a service: write ensure_<name>() following the pattern below
+# (install_pkgs -> probe port -> start daemon -> wait_for -> summary) and call
+# it from main().
+set -euo pipefail
+
+CACHE_DIR="${DAPR_RS_CACHE:-$HOME/.cache/dapr-rs}"
+SERVICES_DIR="$CACHE_DIR/services"
+WAIT_TIMEOUT="${DAPR_RS_SERVICE_TIMEOUT:-60}" # seconds per service
+
+REDIS_PORT=16379
+PG_PORT=15432
+PG_BIN=/usr/lib/postgresql/15/bin
+MARIADB_PORT=13306
+TEST_DB=dapr_test
+
+log() { echo "test-services: $*" >&2; }
+die() {
+    echo "test-services: ERROR: $*" >&2
+    exit 1
+}
+summary() { printf 'test-services: %-10s %-8s %s\n' "$1" "$2" "$3"; }
+
+# ---------------------------------------------------------------- helpers --
+
+SUDO=()
+if [[ $EUID -ne 0 ]] && command -v sudo >/dev/null; then SUDO=(sudo); fi
+
+APT_UPDATED=0
+# install_pkgs PKG... : apt-get install the given Debian packages (apt-get
+# update runs at most once per script run, and only when something is needed).
+# A temporary policy-rc.d stops the packages' postinst from starting the
+# distro-default servers (port 5432 / 3306) that we do not use.
+install_pkgs() {
+    log "installing Debian packages: $*"
+    if ((!APT_UPDATED)); then
+        "${SUDO[@]}" apt-get update -qq
+        APT_UPDATED=1
+    fi
+    local policy=/usr/sbin/policy-rc.d added_policy=0
+    if [[ ! -e $policy ]]; then
+        printf '#!/bin/sh\nexit 101\n' | "${SUDO[@]}" tee "$policy" >/dev/null
+        "${SUDO[@]}" chmod 755 "$policy"
+        added_policy=1
+    fi
+    local rc=0
+    "${SUDO[@]}" env DEBIAN_FRONTEND=noninteractive \
+        apt-get install -y -qq --no-install-recommends "$@" >/dev/null || rc=$?
+    if ((added_policy)); then "${SUDO[@]}" rm -f "$policy"; fi
+    ((rc == 0)) || die "apt-get install $* failed (exit $rc)"
+}
+
+# wait_for NAME LOGFILE CMD... : poll CMD until it succeeds or WAIT_TIMEOUT
+# passes; on timeout show the end of the service's log and fail.
+wait_for() {
+    local name=$1 logfile=$2
+    shift 2
+    local deadline=$((SECONDS + WAIT_TIMEOUT))
+    until "$@" >/dev/null 2>&1; do
+        if ((SECONDS >= deadline)); then
+            log "$name did not accept connections within ${WAIT_TIMEOUT}s; last log lines ($logfile):"
+            tail -n 30 "$logfile" >&2 2>/dev/null || true
+            die "$name failed to start"
+        fi
+        sleep 0.3
+    done
+}
+
+# as_user USER CMD... : run CMD (from /) as USER when we are root, else as ourselves.
+as_user() {
+    local user=$1
+    shift
+    if [[ $EUID -eq 0 ]]; then (cd / && runuser -u "$user" -- "$@"); else "$@"; fi
+}
+
+# own_dir USER DIR : create DIR owned by USER (mode 700), and make sure USER
+# can reach it (a 700 $HOME would otherwise hide it from the daemon's user).
+own_dir() {
+    local user=$1 dir=$2
+    mkdir -p "$dir"
+    [[ $EUID -eq 0 ]] || return 0
+    chown "$user:" "$dir"
+    chmod 700 "$dir"
+    # Walk from / down so only the directories that really block get o+x.
+    local d="" part
+    local -a parts
+    IFS=/ read -ra parts <<<"${dir#/}"
+    for part in "${parts[@]}"; do
+        d="$d/$part"
+        if ! runuser -u "$user" -- test -x "$d"; then
+            log "granting traverse (o+x) on $d so '$user' can reach $dir"
+            chmod o+x "$d"
+        fi
+    done
+}
+
+# ------------------------------------------------------------------ redis --
+
+redis_ping() { redis-cli -h 127.0.0.1 -p "$REDIS_PORT" ping 2>/dev/null | grep -q PONG; }
+
+ensure_redis() {
+    if ! command -v redis-server >/dev/null || ! command -v redis-cli >/dev/null; then
+        install_pkgs redis-server redis-tools
+    fi
+
+    local dir="$SERVICES_DIR/redis" state=reused
+    if ! redis_ping; then
+        state=started
+        mkdir -p "$dir"
+        redis-server --bind 127.0.0.1 --port "$REDIS_PORT" --protected-mode yes \
+            --save "" --appendonly no --daemonize yes \
+            --dir "$dir" --pidfile "$dir/redis.pid" --logfile "$dir/redis.log" \
+            </dev/null >/dev/null
+        wait_for Redis "$dir/redis.log" redis_ping
+    fi
+    local version
+    version=$(redis-cli -h 127.0.0.1 -p "$REDIS_PORT" info server | tr -d '\r' | sed -n 's/^redis_version://p')
+    summary redis "$state" "redis://127.0.0.1:$REDIS_PORT (v$version)"
+}
+
+# ------------------------------------------------------------- postgresql --
+
+pg_ready() { "$PG_BIN/pg_isready" -q -h 127.0.0.1 -p "$PG_PORT"; }
+pg_psql() { "$PG_BIN/psql" -X -q -w -v ON_ERROR_STOP=1 -h 127.0.0.1 -p "$PG_PORT" -U postgres "$@"; }
+
+ensure_postgres() {
+    [[ -x $PG_BIN/postgres && -x $PG_BIN/initdb && -x $PG_BIN/psql ]] ||
+        install_pkgs postgresql-15 postgresql-client-15
+
+    local dir="$SERVICES_DIR/postgres" state=reused
+    local data="$dir/data" logfile="$dir/postgres.log"
+    if ! pg_ready; then
+        state=started
+        own_dir postgres "$dir"
+        if [[ ! -f $data/PG_VERSION ]]; then
+            log "initdb $data"
+            rm -rf "$data"
+            as_user postgres "$PG_BIN/initdb" -D "$data" -U postgres --auth=trust \
+                -E UTF8 --locale=C >"$dir/initdb.log" 2>&1 ||
+                {
+                    tail -n 20 "$dir/initdb.log" >&2
+                    die "PostgreSQL initdb failed"
+                }
+        fi
+        # A hard-killed server leaves postmaster.pid behind; drop it unless its
+        # PID is still a live postgres.
+        local pid
+        pid=$(head -n 1 "$data/postmaster.pid" 2>/dev/null || true)
+        if [[ -n $pid && $(cat "/proc/$pid/comm" 2>/dev/null) != postgres ]]; then
+            rm -f "$data/postmaster.pid"
+        fi
+        # -h: listen address, -k '': no unix socket (TCP only, no clash with a
+        # system cluster), -F: fsync off (throwaway test data).
+        as_user postgres "$PG_BIN/pg_ctl" -D "$data" -l "$logfile" -w -t "$WAIT_TIMEOUT" \
+            -o "-h 127.0.0.1 -p $PG_PORT -k '' -F" start </dev/null >/dev/null ||
+            {
+                tail -n 30 "$logfile" >&2 2>/dev/null || true
+                die "PostgreSQL failed to start"
+            }
+        wait_for PostgreSQL "$logfile" pg_ready
+    fi
+
+    if [[ -z $(pg_psql -d postgres -tAc "SELECT 1 FROM pg_database WHERE datname = '$TEST_DB'") ]]; then
+        pg_psql -d postgres -c "CREATE DATABASE $TEST_DB"
+    fi
+    summary postgres "$state" "postgres://postgres@127.0.0.1:$PG_PORT/$TEST_DB ($(pg_psql -d "$TEST_DB" -tAc 'SHOW server_version'))"
+}
+
+# ---------------------------------------------------------------- mariadb --
+
+maria_tcp() { mariadb --no-defaults --connect-timeout=3 -h127.0.0.1 -P"$MARIADB_PORT" -uroot "$@"; }
+# Answers as soon as the server is up, even when our login would be refused.
+maria_alive() { mariadb-admin --no-defaults --connect-timeout=2 -h127.0.0.1 -P"$MARIADB_PORT" -uroot ping; }
+
+ensure_mariadb() {
+    command -v mariadbd >/dev/null || [[ -x /usr/sbin/mariadbd ]] || install_pkgs mariadb-server mariadb-client
+    local mariadbd
+    mariadbd=$(command -v mariadbd || echo /usr/sbin/mariadbd)
+
+    local dir="$SERVICES_DIR/mariadb" state=reused
+    local data="$dir/data" logfile="$dir/mariadb.log" sock="$dir/mariadb.sock"
+    local user
+    user=$(id -un)
+    [[ $EUID -ne 0 ]] || user=mysql
+
+    if ! maria_alive >/dev/null 2>&1; then
+        state=started
+        own_dir "$user" "$dir"
+        if [[ ! -d $data/mysql ]]; then
+            log "mariadb-install-db $data"
+            rm -rf "$data"
+            mariadb-install-db --no-defaults --user="$user" --datadir="$data" \
+                --auth-root-authentication-method=normal --skip-test-db \
+                --skip-name-resolve >"$dir/install-db.log" 2>&1 ||
+                {
+                    tail -n 20 "$dir/install-db.log" >&2
+                    die "mariadb-install-db failed"
+                }
+        fi
+        # mariadbd has no daemon mode: detach it ourselves, with no fd of ours.
+        setsid "$mariadbd" --no-defaults --user="$user" --datadir="$data" \
+            --bind-address=127.0.0.1 --port="$MARIADB_PORT" --socket="$sock" \
+            --pid-file="$dir/mariadb.pid" --log-error="$logfile" \
+            --skip-name-resolve --skip-log-bin --innodb-flush-log-at-trx-commit=2 \
+            --character-set-server=utf8mb4 --collation-server=utf8mb4_unicode_ci \
+            </dev/null >>"$logfile" 2>&1 &
+        disown
+        wait_for MariaDB "$logfile" maria_alive
+    fi
+
+    # Passwordless root over TCP. With --skip-name-resolve a TCP client from
+    # 127.0.0.1 matches 'root'@'127.0.0.1'; a server started without it maps
+    # 127.0.0.1 to 'root'@'localhost'. Make both work: mariadb-install-db's
+    # default would give root@localhost unix_socket auth only. Apply through
+    # TCP if that already works, else through our unix socket as OS root.
+    local fix="CREATE USER IF NOT EXISTS 'root'@'127.0.0.1' IDENTIFIED BY '';
+        ALTER USER 'root'@'127.0.0.1' IDENTIFIED BY '';
+        GRANT ALL PRIVILEGES ON *.* TO 'root'@'127.0.0.1' WITH GRANT OPTION;
+        CREATE USER IF NOT EXISTS 'root'@'localhost' IDENTIFIED BY '';
+        ALTER USER 'root'@'localhost' IDENTIFIED VIA mysql_native_password USING PASSWORD('') OR unix_socket;
+        GRANT ALL PRIVILEGES ON *.* TO 'root'@'localhost' WITH GRANT OPTION;
+        CREATE DATABASE IF NOT EXISTS $TEST_DB;"
+    if ! maria_tcp -e "$fix" 2>/dev/null; then
+        { [[ -S $sock ]] && mariadb --no-defaults -S "$sock" -uroot -e "$fix"; } ||
+            die "MariaDB on 127.0.0.1:$MARIADB_PORT is up but root cannot log in over TCP" \
+                "without a password, and $sock could not fix it; stop that server or remove $dir"
+    fi
+    maria_tcp -e "SELECT 1" >/dev/null || die "MariaDB root login over TCP without a password fails"
+    summary mariadb "$state" "mysql://root@127.0.0.1:$MARIADB_PORT/$TEST_DB ($(maria_tcp -N -B -e 'SELECT VERSION()'))"
+}
+
+# ------------------------------------------------------------------ python --
+
+ensure_python() {
+    command -v python3 >/dev/null || die "python3 not found"
+    if ! python3 -c 'import dapr.clients, pytest' >/dev/null 2>&1; then
+        # dapr >= 1.19 ships dapr.ext.grpc itself (the "grpc" extra); the old
+        # separate dapr-ext-grpc distribution overwrites those files and makes
+        # every `import dapr` warn, so use the extra instead.
+        log "pip install dapr[grpc] pytest"
+        python3 -m pip install -q --disable-pip-version-check 'dapr[grpc]' pytest ||
+            die "pip install failed"
+    fi
+    summary python ok "$(python3 -W ignore -c 'import importlib.metadata as m; print("dapr", m.version("dapr"), "pytest", m.version("pytest"))')"
+}
+
+main() {
+    mkdir -p "$SERVICES_DIR"
+    SERVICES_DIR=$(cd "$SERVICES_DIR" && pwd) # absolute: daemons do not share our cwd
+    ensure_redis
+    ensure_postgres
+    ensure_mariadb
+    ensure_python
+}
+
+main "$@"
