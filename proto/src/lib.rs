@@ -16,6 +16,14 @@ pub mod server {
     ));
 }
 
+/// Control-plane and internal services (`protos/`): Sentry, operator,
+/// placement, sidecar-to-sidecar invocation. Modules follow the proto
+/// packages, e.g. `generated::dapr::proto::sentry::v1`.
+pub mod generated {
+    #![allow(clippy::all, missing_docs, unused_qualifications)]
+    include!(concat!(env!("OUT_DIR"), "/protos/mod.rs"));
+}
+
 /// The descriptor set the stubs were generated from (for gRPC reflection and tests).
 pub const DAPR_RUNTIME_DESCRIPTORS: &[u8] = include_bytes!("../descriptors/dapr-runtime.bin");
 
