@@ -16,7 +16,9 @@ use std::{
     path::{Path, PathBuf},
 };
 
-use protox::file::{ChainFileResolver, DescriptorSetFileResolver, GoogleFileResolver, IncludeFileResolver};
+use protox::file::{
+    ChainFileResolver, DescriptorSetFileResolver, GoogleFileResolver, IncludeFileResolver,
+};
 
 const DESCRIPTORS: &str = "descriptors/dapr-runtime.bin";
 const PROTOS: &str = "protos";
@@ -25,7 +27,8 @@ fn main() -> Result<(), Box<dyn Error>> {
     println!("cargo:rerun-if-changed={DESCRIPTORS}");
     println!("cargo:rerun-if-changed={PROTOS}");
     let out = PathBuf::from(env::var("OUT_DIR")?);
-    let dapr_fds = <prost_types::FileDescriptorSet as prost::Message>::decode(&fs::read(DESCRIPTORS)?[..])?;
+    let dapr_fds =
+        <prost_types::FileDescriptorSet as prost::Message>::decode(&fs::read(DESCRIPTORS)?[..])?;
 
     let stubs = out.join("dapr_stubs");
     fs::create_dir_all(&stubs)?;
@@ -56,7 +59,13 @@ fn main() -> Result<(), Box<dyn Error>> {
     compiler.include_imports(true);
     let names: Vec<String> = files
         .iter()
-        .map(|f| f.strip_prefix(PROTOS).unwrap_or(f).to_string_lossy().trim_start_matches('/').to_owned())
+        .map(|f| {
+            f.strip_prefix(PROTOS)
+                .unwrap_or(f)
+                .to_string_lossy()
+                .trim_start_matches('/')
+                .to_owned()
+        })
         .collect();
     compiler.open_files(&names)?;
     tonic_prost_build::configure()

@@ -7,6 +7,7 @@
 
 pub mod duration;
 pub mod metadata;
+pub mod nameresolution;
 pub mod secretstores;
 pub mod state;
 

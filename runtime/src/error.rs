@@ -49,6 +49,10 @@ pub enum ApiError {
     StateQueryNotSupported(String),
     #[error("failed query in state store {store}: {source}")]
     StateQuery { store: String, source: StateError },
+    #[error("failed getting app id either from the URL path or the header dapr-app-id")]
+    InvokeNoAppId,
+    #[error("failed to invoke, id: {app_id}, err: {reason}")]
+    DirectInvoke { app_id: String, reason: String },
     #[error("failed deserializing HTTP body: {0}")]
     MalformedRequest(String),
     #[error("invalid request: {0}")]
@@ -86,6 +90,7 @@ impl ApiError {
             StateTransaction { .. } => "ERR_STATE_TRANSACTION",
             UnsupportedStateOperation(_) => "ERR_NOT_SUPPORTED_STATE_OPERATION",
             StateQuery { .. } => "ERR_STATE_QUERY",
+            InvokeNoAppId | DirectInvoke { .. } => "ERR_DIRECT_INVOKE",
             MalformedRequest(_) => "ERR_MALFORMED_REQUEST",
             BadRequest(_) => "ERR_BAD_REQUEST",
             BodyRead(_) | BodyTooLarge { .. } => "ERR_BODY_READ",
@@ -124,6 +129,8 @@ impl ApiError {
             | BadRequest(_)
             | BodyRead(_) => StatusCode::BAD_REQUEST,
             BodyTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
+            InvokeNoAppId => StatusCode::NOT_FOUND,
+            DirectInvoke { .. } => StatusCode::INTERNAL_SERVER_ERROR,
             StateGet { source, .. }
             | StateSave { source, .. }
             | StateDelete { source, .. }
@@ -159,6 +166,8 @@ impl ApiError {
             | BadRequest(_)
             | BodyRead(_) => Code::InvalidArgument,
             BodyTooLarge { .. } => Code::ResourceExhausted,
+            InvokeNoAppId => Code::InvalidArgument,
+            DirectInvoke { .. } => Code::Internal,
             StateGet { source, .. }
             | StateSave { source, .. }
             | StateDelete { source, .. }

@@ -2,9 +2,11 @@
 //! the API routers in-process. The binary is `src/main.rs`.
 
 pub mod api;
+pub mod appchannel;
 pub mod components;
 pub mod error;
 pub mod hotreload;
+pub mod invoke;
 pub mod options;
 pub mod resources;
 pub mod run;

@@ -22,15 +22,17 @@ pub struct Resources {
 
 #[derive(Debug, thiserror::Error)]
 pub enum ResourceError {
-    #[error("cannot read resources path {path}: {source}")]
+    // The cause is part of the message (not a `source`), so `{:#}` chains
+    // don't print it twice.
+    #[error("cannot read resources path {path}: {cause}")]
     Read {
         path: PathBuf,
-        source: std::io::Error,
+        cause: std::io::Error,
     },
-    #[error("invalid resource file {path}: {source}")]
+    #[error("invalid resource file {path}: {cause}")]
     Parse {
         path: PathBuf,
-        source: dapr_crds::ParseError,
+        cause: dapr_crds::ParseError,
     },
 }
 
@@ -40,15 +42,14 @@ pub fn load(paths: &[PathBuf]) -> Result<Resources, ResourceError> {
     let mut out = Resources::default();
     for path in paths {
         for file in yaml_files(path)? {
-            let text = std::fs::read_to_string(&file).map_err(|source| ResourceError::Read {
+            let text = std::fs::read_to_string(&file).map_err(|cause| ResourceError::Read {
                 path: file.clone(),
-                source,
+                cause,
             })?;
-            let docs =
-                dapr_crds::parse_documents(&text).map_err(|source| ResourceError::Parse {
-                    path: file.clone(),
-                    source,
-                })?;
+            let docs = dapr_crds::parse_documents(&text).map_err(|cause| ResourceError::Parse {
+                path: file.clone(),
+                cause,
+            })?;
             for doc in docs {
                 let file = file.clone();
                 match doc {
@@ -69,9 +70,9 @@ pub fn load(paths: &[PathBuf]) -> Result<Resources, ResourceError> {
 
 /// The YAML files under `path`, sorted by name.
 pub fn yaml_files(path: &Path) -> Result<Vec<PathBuf>, ResourceError> {
-    let read_err = |source| ResourceError::Read {
+    let read_err = |cause| ResourceError::Read {
         path: path.to_path_buf(),
-        source,
+        cause,
     };
     if path.is_file() {
         return Ok(vec![path.to_path_buf()]);
@@ -94,13 +95,13 @@ pub fn yaml_files(path: &Path) -> Result<Vec<PathBuf>, ResourceError> {
 /// Reads a Configuration from `--config` (a file path).
 pub fn load_configuration(path: &str) -> Result<Option<Configuration>, ResourceError> {
     let file = PathBuf::from(path);
-    let text = std::fs::read_to_string(&file).map_err(|source| ResourceError::Read {
+    let text = std::fs::read_to_string(&file).map_err(|cause| ResourceError::Read {
         path: file.clone(),
-        source,
+        cause,
     })?;
-    let docs = dapr_crds::parse_documents(&text).map_err(|source| ResourceError::Parse {
+    let docs = dapr_crds::parse_documents(&text).map_err(|cause| ResourceError::Parse {
         path: file.clone(),
-        source,
+        cause,
     })?;
     Ok(docs.into_iter().find_map(|d| match d {
         Resource::Configuration(c) => Some(*c),

@@ -8,10 +8,17 @@ use dapr_crds::{Component, ComponentSpec, Configuration, MetadataItem, ObjectMet
 use tokio::{net::TcpListener, task::JoinSet};
 use tracing_subscriber::EnvFilter;
 
+use dapr_components::{
+    ComponentMetadata,
+    nameresolution::{Instance, NameResolver, sqlite::SqliteResolver},
+};
+
 use crate::{
     api,
-    components::ComponentLoader,
+    appchannel::AppChannel,
+    components::{ComponentLoader, Registry},
     hotreload,
+    invoke::{self, Invoker},
     options::{Mode, Options},
     resources::{self, Sourced},
     sidecar::Sidecar,
@@ -113,10 +120,20 @@ pub async fn run(opts: Options) -> anyhow::Result<()> {
         .unwrap_or_default();
     let hot_reload = features.iter().any(|f| f == "HotReload");
 
-    let sidecar = Sidecar::new(&opts, namespace.clone(), api_token, features);
+    let registry = Arc::new(Registry::default());
+    let max_message = usize::try_from(opts.max_body_size).unwrap_or(usize::MAX);
+    let resolver = name_resolver(&opts, configuration.as_ref())?;
+    let invoker = Arc::new(Invoker::new(
+        opts.app_id.clone(),
+        namespace.clone(),
+        AppChannel::from_options(&opts),
+        resolver.clone(),
+        max_message,
+    ));
+    let sidecar = Sidecar::new(&opts, registry, invoker.clone(), api_token, features);
     let loader = Arc::new(ComponentLoader {
         app_id: opts.app_id.clone(),
-        namespace,
+        namespace: namespace.clone(),
         registry: sidecar.registry.clone(),
     });
     let components = if opts.resources_paths.is_empty() {
@@ -178,6 +195,36 @@ pub async fn run(opts: Options) -> anyhow::Result<()> {
         });
     }
 
+    // Internal gRPC server for sidecar-to-sidecar calls, then announce it.
+    let (internal_ip, advertised_ip) = internal_addresses(&opts)?;
+    let internal = bind(
+        SocketAddr::new(internal_ip, opts.dapr_internal_grpc_port.unwrap_or(0)),
+        "internal gRPC",
+    )
+    .await?;
+    let internal_port = internal.local_addr()?.port();
+    {
+        let svc = invoke::internal::service(invoker.clone(), max_message);
+        let token = sidecar.shutdown.clone();
+        servers.spawn(async move {
+            let incoming =
+                tonic::transport::server::TcpIncoming::from(internal).with_nodelay(Some(true));
+            tonic::transport::Server::builder()
+                .add_service(svc)
+                .serve_with_incoming_shutdown(incoming, token.cancelled_owned())
+                .await
+                .context("internal gRPC server")
+        });
+    }
+    resolver
+        .register(&Instance {
+            app_id: opts.app_id.clone(),
+            namespace: namespace.clone(),
+            address: format!("{advertised_ip}:{internal_port}"),
+        })
+        .await
+        .context("name resolution registration")?;
+
     if hot_reload && !opts.resources_paths.is_empty() {
         tokio::spawn(hotreload::watch(
             opts.resources_paths.clone(),
@@ -186,6 +233,13 @@ pub async fn run(opts: Options) -> anyhow::Result<()> {
         ));
     }
 
+    sidecar.set_outbound_ready();
+    if let Some(app) = &invoker.app {
+        tokio::select! {
+            _ = app.wait_for_app() => {}
+            _ = sidecar.shutdown.cancelled() => {}
+        }
+    }
     sidecar.set_ready();
     tracing::info!(
         app_id = %opts.app_id,
@@ -205,6 +259,9 @@ pub async fn run(opts: Options) -> anyhow::Result<()> {
         }
     }
     sidecar.shutdown.cancel();
+    if let Err(e) = resolver.unregister().await {
+        tracing::warn!("name resolution: {e}");
+    }
     let grace = opts.graceful_shutdown();
     tracing::info!("draining in-flight requests (up to {grace:?})");
     let drained = tokio::time::timeout(grace, async {
@@ -220,6 +277,73 @@ pub async fn run(opts: Options) -> anyhow::Result<()> {
     }
     tracing::info!("daprd stopped");
     Ok(())
+}
+
+/// The name resolver selected by the Configuration (`nameResolution`). Without
+/// one, a SQLite registry shared by every sidecar of this user
+/// (`<data-dir>/nameresolution.db`): works on one machine with no multicast.
+fn name_resolver(
+    opts: &Options,
+    config: Option<&Configuration>,
+) -> anyhow::Result<Arc<dyn NameResolver>> {
+    let spec = config.and_then(|c| c.spec.name_resolution.as_ref());
+    let component = spec.map(|s| s.component.as_str()).unwrap_or("");
+    let mut md = ComponentMetadata::new("nameresolution", &opts.app_id);
+    if let Some(serde_json::Value::Object(cfg)) = spec.map(|s| &s.configuration) {
+        for (k, v) in cfg {
+            let v = match v {
+                serde_json::Value::String(s) => s.clone(),
+                other => other.to_string(),
+            };
+            md.insert(k, v);
+        }
+    }
+    match component {
+        "" | "sqlite" => {
+            if md.get("connectionString").is_none() {
+                let dir = opts.data_dir();
+                std::fs::create_dir_all(&dir)
+                    .with_context(|| format!("cannot create data directory {}", dir.display()))?;
+                md.insert(
+                    "connectionString",
+                    dir.join("nameresolution.db").to_string_lossy(),
+                );
+            }
+            Ok(Arc::new(
+                SqliteResolver::open(&md).context("nameresolution.sqlite")?,
+            ))
+        }
+        other => {
+            bail!("name resolution component '{other}' is not available in this build (use sqlite)")
+        }
+    }
+}
+
+/// Where the internal gRPC server listens and the address it advertises.
+fn internal_addresses(opts: &Options) -> anyhow::Result<(std::net::IpAddr, std::net::IpAddr)> {
+    let host_ip = match std::env::var("DAPR_HOST_IP") {
+        Ok(ip) if !ip.is_empty() => Some(
+            ip.parse::<std::net::IpAddr>()
+                .with_context(|| format!("invalid DAPR_HOST_IP '{ip}'"))?,
+        ),
+        _ => None,
+    };
+    let listen = match &opts.dapr_internal_grpc_listen_address {
+        Some(a) => a
+            .parse()
+            .with_context(|| format!("invalid --dapr-internal-grpc-listen-address '{a}'"))?,
+        // Only reachable from this machine unless a host IP is configured.
+        None if host_ip.is_none() && opts.mode == Mode::Standalone => {
+            std::net::IpAddr::from([127, 0, 0, 1])
+        }
+        None => std::net::IpAddr::from([0, 0, 0, 0]),
+    };
+    let advertised = host_ip.unwrap_or(if listen.is_unspecified() {
+        std::net::IpAddr::from([127, 0, 0, 1])
+    } else {
+        listen
+    });
+    Ok((listen, advertised))
 }
 
 async fn bind(addr: SocketAddr, what: &str) -> anyhow::Result<TcpListener> {

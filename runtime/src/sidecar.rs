@@ -13,6 +13,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::{
     components::{ComponentInfo, Registry},
+    invoke::Invoker,
     options::{AppProtocol, Options},
     state::StateApi,
 };
@@ -53,6 +54,7 @@ pub struct Sidecar {
     pub max_body_size: u64,
     pub registry: Arc<Registry>,
     pub state: StateApi,
+    pub invoker: Arc<Invoker>,
     pub enabled_features: Vec<String>,
     app: AppConnection,
     extended: RwLock<BTreeMap<String, String>>,
@@ -65,11 +67,12 @@ pub struct Sidecar {
 impl Sidecar {
     pub fn new(
         opts: &Options,
-        namespace: String,
+        registry: Arc<Registry>,
+        invoker: Arc<Invoker>,
         api_token: Option<String>,
         enabled_features: Vec<String>,
     ) -> Arc<Self> {
-        let registry = Arc::new(Registry::default());
+        let namespace = invoker.namespace.clone();
         let protocol = match opts.app_protocol {
             AppProtocol::Http => "http",
             AppProtocol::Https => "https",
@@ -94,6 +97,7 @@ impl Sidecar {
             api_token,
             max_body_size: opts.max_body_size,
             state: StateApi::new(registry.clone(), opts.app_id.clone(), namespace),
+            invoker,
             registry,
             enabled_features,
             app,
@@ -104,6 +108,12 @@ impl Sidecar {
         })
     }
 
+    /// Components are loaded: the sidecar can make outbound calls.
+    pub fn set_outbound_ready(&self) {
+        self.outbound_ready.store(true, Ordering::Release);
+    }
+
+    /// Fully initialised, app included.
     pub fn set_ready(&self) {
         self.outbound_ready.store(true, Ordering::Release);
         self.ready.store(true, Ordering::Release);

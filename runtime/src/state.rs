@@ -35,16 +35,20 @@ pub struct SaveItem {
     pub content_type: Option<String>,
 }
 
+/// One item to delete, before key prefixing.
+#[derive(Debug, Clone, Default)]
+pub struct DeleteItem {
+    pub key: String,
+    pub etag: Option<String>,
+    pub options: WriteOptions,
+    pub metadata: HashMap<String, String>,
+}
+
 /// One transaction operation, before key prefixing.
 #[derive(Debug, Clone)]
 pub enum TxOperation {
     Upsert(SaveItem),
-    Delete {
-        key: String,
-        etag: Option<String>,
-        options: WriteOptions,
-        metadata: HashMap<String, String>,
-    },
+    Delete(DeleteItem),
 }
 
 /// A query result with the user's key (prefix removed).
@@ -231,25 +235,27 @@ impl StateApi {
     pub async fn bulk_delete(
         &self,
         store_name: &str,
-        items: Vec<(
-            String,
-            Option<String>,
-            WriteOptions,
-            HashMap<String, String>,
-        )>,
+        items: Vec<DeleteItem>,
     ) -> Result<(), ApiError> {
         let entry = self.store(store_name)?;
         let reqs = items
             .into_iter()
-            .map(|(key, etag, options, metadata)| {
-                Ok(DeleteRequest {
-                    key: self.store_key(store_name, &entry.prefix, &key)?,
-                    etag: etag.filter(|e| !e.is_empty()),
-                    concurrency: options.concurrency,
-                    consistency: options.consistency,
-                    metadata,
-                })
-            })
+            .map(
+                |DeleteItem {
+                     key,
+                     etag,
+                     options,
+                     metadata,
+                 }| {
+                    Ok(DeleteRequest {
+                        key: self.store_key(store_name, &entry.prefix, &key)?,
+                        etag: etag.filter(|e| !e.is_empty()),
+                        concurrency: options.concurrency,
+                        consistency: options.consistency,
+                        metadata,
+                    })
+                },
+            )
             .collect::<Result<Vec<_>, ApiError>>()?;
         entry
             .store
@@ -282,12 +288,12 @@ impl StateApi {
                         }
                         TransactionOp::Set(self.set_request(store_name, &entry, item)?)
                     }
-                    TxOperation::Delete {
+                    TxOperation::Delete(DeleteItem {
                         key,
                         etag,
                         options,
                         metadata: mut op_md,
-                    } => {
+                    }) => {
                         for (k, v) in &metadata {
                             op_md.entry(k.clone()).or_insert_with(|| v.clone());
                         }

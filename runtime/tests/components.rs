@@ -138,7 +138,7 @@ async fn missing_secret_store_is_a_clear_startup_error() {
     write_resource(
         dir.path(),
         "a.yaml",
-        "apiVersion: dapr.io/v1alpha1\nkind: Component\nmetadata:\n  name: s\nspec:\n  type: state.in-memory\n  version: v1\n  metadata:\n  - name: x\n    secretKeyRef:\n      name: n\n      key: k\nauth:\n  secretStore: vault\n",
+        "apiVersion: dapr.io/v1alpha1\nkind: Component\nmetadata:\n  name: s\nspec:\n  type: state.in-memory\n  version: v1\n  metadata:\n  - name: x\n    secretKeyRef:\n      name: db-secret\n      key: password\nauth:\n  secretStore: vault\n",
     );
     let mut d = DaprdBuilder::new("nosecrets")
         .resources(dir.path())

@@ -5,14 +5,42 @@ use std::{path::PathBuf, sync::Arc};
 
 use axum::body::Body;
 use clap::Parser;
-use daprd::{components::ComponentLoader, options::Options, resources::Sourced, sidecar::Sidecar};
+use dapr_components::{ComponentMetadata, nameresolution::sqlite::SqliteResolver};
+use daprd::{
+    components::{ComponentLoader, Registry},
+    invoke::Invoker,
+    options::Options,
+    resources::Sourced,
+    sidecar::Sidecar,
+};
 use http_body_util::BodyExt;
 use proptest::prelude::*;
 use tower::ServiceExt;
 
 fn sidecar(rt: &tokio::runtime::Runtime) -> Arc<Sidecar> {
     let opts = Options::parse_from(["daprd", "--app-id", "props", "--max-body-size", "64Ki"]);
-    let sidecar = Sidecar::new(&opts, String::new(), None, Vec::new());
+    let dir = tempfile::tempdir().unwrap();
+    let md = ComponentMetadata::new("nr", "props").with(
+        "connectionString",
+        dir.path().join("nr.db").to_string_lossy(),
+    );
+    let resolver = Arc::new(SqliteResolver::open(&md).unwrap());
+    // The resolver keeps its file open; the directory may go.
+    drop(dir);
+    let invoker = Arc::new(Invoker::new(
+        "props".into(),
+        String::new(),
+        None,
+        resolver,
+        1 << 20,
+    ));
+    let sidecar = Sidecar::new(
+        &opts,
+        Arc::new(Registry::default()),
+        invoker,
+        None,
+        Vec::new(),
+    );
     let loader = ComponentLoader {
         app_id: "props".into(),
         namespace: String::new(),

@@ -126,7 +126,11 @@ impl InMemoryStore {
     }
 
     fn maybe_sweep(&self, map: &mut HashMap<String, Entry>, now: Instant) {
-        if self.writes_since_sweep.fetch_add(1, Ordering::Relaxed).is_multiple_of(SWEEP_EVERY) {
+        if self
+            .writes_since_sweep
+            .fetch_add(1, Ordering::Relaxed)
+            .is_multiple_of(SWEEP_EVERY)
+        {
             map.retain(|_, e| e.live(now));
         }
     }
@@ -177,8 +181,9 @@ impl StateStore for InMemoryStore {
                 TransactionOp::Delete(r) => Self::apply_delete(&mut staged, r, now)?,
             }
         }
-        for op in ops {
-            let key = op.key();
+        // Commit each touched key once: its final staged state, or removal.
+        let touched: std::collections::HashSet<&str> = ops.iter().map(TransactionOp::key).collect();
+        for key in touched {
             match staged.remove(key) {
                 Some(e) => {
                     map.insert(key.to_owned(), e);

@@ -77,6 +77,12 @@ impl DaprdBuilder {
         let logdir = tempfile::tempdir().expect("tempdir");
         let log = logdir.path().join("daprd.log");
         let logfile = std::fs::File::create(&log).expect("log file");
+        let mut args = self.args.clone();
+        if !args.iter().any(|a| a == "--data-dir") {
+            // Keep each sidecar's embedded data and name registry private to the test.
+            args.push("--data-dir".into());
+            args.push(logdir.path().join("data").display().to_string());
+        }
         let child = Command::new(DAPRD)
             .args([
                 "--app-id",
@@ -90,7 +96,7 @@ impl DaprdBuilder {
                 "--log-level",
                 "debug",
             ])
-            .args(&self.args)
+            .args(&args)
             // Only what the test sets: never a token from the outer environment.
             .env_remove("DAPR_API_TOKEN")
             .env_remove("NAMESPACE")

@@ -1,6 +1,7 @@
 //! Dapr's gRPC API: `dapr.proto.runtime.v1.Dapr` (tonic). Methods not built
 //! yet fall through to the generated default, `Unimplemented`.
 
+mod invoke;
 mod state;
 
 use std::sync::Arc;
@@ -54,6 +55,16 @@ pub fn check_token(expected: Option<&str>, req: Request<()>) -> Result<Request<(
 
 #[tonic::async_trait]
 impl Dapr for DaprGrpc {
+    /// Deprecated by Dapr in favour of proxying, still used by older SDKs.
+    async fn invoke_service(
+        &self,
+        req: Request<pb::InvokeServiceRequest>,
+    ) -> Result<Response<dapr_rs_proto::common::InvokeResponse>, Status> {
+        invoke::invoke_service(&self.sidecar, req.into_inner())
+            .await
+            .map(Response::new)
+    }
+
     async fn get_state(
         &self,
         req: Request<pb::GetStateRequest>,

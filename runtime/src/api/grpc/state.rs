@@ -7,7 +7,7 @@ use tonic::Status;
 use crate::{
     error::ApiError,
     sidecar::Sidecar,
-    state::{SaveItem, TxOperation, WriteOptions},
+    state::{DeleteItem, SaveItem, TxOperation, WriteOptions},
 };
 
 fn consistency(v: i32) -> Consistency {
@@ -124,13 +124,11 @@ pub async fn delete_bulk_state(
     let items = req
         .states
         .into_iter()
-        .map(|s| {
-            (
-                s.key,
-                s.etag.map(|e| e.value),
-                options(s.options),
-                s.metadata,
-            )
+        .map(|s| DeleteItem {
+            options: options(s.options),
+            etag: s.etag.map(|e| e.value),
+            key: s.key,
+            metadata: s.metadata,
         })
         .collect();
     sidecar.state.bulk_delete(&req.store_name, items).await?;
@@ -153,12 +151,12 @@ pub async fn execute_state_transaction(
             })?;
             match op.operation_type.as_str() {
                 "upsert" => Ok(TxOperation::Upsert(save_item(item))),
-                "delete" => Ok(TxOperation::Delete {
+                "delete" => Ok(TxOperation::Delete(DeleteItem {
                     key: item.key,
                     etag: item.etag.map(|e| e.value),
                     options: options(item.options),
                     metadata: item.metadata,
-                }),
+                })),
                 other => Err(ApiError::UnsupportedStateOperation(other.to_owned())),
             }
         })

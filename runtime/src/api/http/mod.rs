@@ -1,5 +1,6 @@
 //! Dapr's HTTP API (axum).
 
+mod invoke;
 mod state;
 mod system;
 
@@ -9,10 +10,10 @@ use axum::{
     Router,
     body::Bytes,
     extract::{FromRequest, FromRequestParts, Request, State},
-    http::{StatusCode, Uri},
+    http::StatusCode,
     middleware::{self, Next},
     response::{IntoResponse, Response},
-    routing::{get, post, put},
+    routing::{any, get, post, put},
 };
 
 use crate::{error::ApiError, sidecar::Sidecar};
@@ -42,6 +43,11 @@ pub fn router(sidecar: Arc<Sidecar>) -> Router {
             "/v1.0-alpha1/state/{store}/query",
             post(state::query).put(state::query),
         )
+        .route(
+            "/v1.0/invoke/{app_id}/method/{*method}",
+            any(invoke::invoke),
+        )
+        .route("/v1.0/invoke/{app_id}/method/", any(invoke::no_app_id))
         .fallback(fallback)
         .layer(middleware::from_fn_with_state(
             sidecar.clone(),
@@ -92,10 +98,15 @@ pub fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
     a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }
 
-/// Known API prefixes whose building blocks are not built yet answer 501;
-/// anything else is not a Dapr route.
-async fn fallback(uri: Uri) -> Response {
-    let path = uri.path();
+/// Unmatched paths: with a `dapr-app-id` header they are invocations of the
+/// path on that app (as in Dapr); known API prefixes of building blocks not
+/// built yet answer 501; anything else is not a Dapr route.
+async fn fallback(State(sidecar): State<AppState>, req: Request) -> Response {
+    if let Some(app_id) = invoke::app_id_header(&req) {
+        let method = req.uri().path().trim_start_matches('/').to_owned();
+        return invoke::forward(&sidecar, &app_id, method, req).await;
+    }
+    let path = req.uri().path();
     let api = ["/v1.0/", "/v1.0-alpha1/", "/v1.0-alpha2/", "/v1.0-beta1/"]
         .iter()
         .any(|p| path.starts_with(p));

@@ -17,7 +17,9 @@ use serde_json::{Value, value::RawValue};
 use super::{AppState, Body, PathParams, query_metadata, query_param};
 use crate::{
     error::ApiError,
-    state::{SaveItem, TxOperation, WriteOptions, parse_concurrency, parse_consistency},
+    state::{
+        DeleteItem, SaveItem, TxOperation, WriteOptions, parse_concurrency, parse_consistency,
+    },
 };
 
 #[derive(Debug, Deserialize)]
@@ -93,7 +95,8 @@ impl SaveStateItem {
             etag: self.etag,
             options: self.options.unwrap_or_default().parse()?,
             metadata: self.metadata,
-            content_type: None,
+            // HTTP values are JSON text; stores with a JSON column (MySQL) use it.
+            content_type: Some("application/json".to_owned()),
         })
     }
 }
@@ -272,12 +275,12 @@ pub async fn transaction(
         .into_iter()
         .map(|op| match op.operation.as_str() {
             "upsert" => Ok(TxOperation::Upsert(op.request.into_save_item()?)),
-            "delete" => Ok(TxOperation::Delete {
+            "delete" => Ok(TxOperation::Delete(DeleteItem {
                 key: op.request.key,
                 etag: op.request.etag,
                 options: op.request.options.unwrap_or_default().parse()?,
                 metadata: op.request.metadata,
-            }),
+            })),
             other => Err(ApiError::UnsupportedStateOperation(other.to_owned())),
         })
         .collect::<Result<Vec<_>, _>>()?;

@@ -1,0 +1,156 @@
+//! The channel from the sidecar to its app (`--app-channel-address`:`--app-port`).
+//! HTTP/1.1 and h2c for HTTP apps; bodies stream in both directions.
+
+use std::{sync::Arc, time::Duration};
+
+use axum::body::Body;
+use http::{HeaderMap, HeaderName, HeaderValue, Method, Request, Response, Uri};
+use http_body_util::BodyExt;
+use hyper_util::{
+    client::legacy::{Client, connect::HttpConnector},
+    rt::TokioExecutor,
+};
+use tokio::sync::Semaphore;
+
+use crate::options::{AppProtocol, Options};
+
+#[derive(Debug, thiserror::Error)]
+pub enum AppChannelError {
+    #[error("app channel is not initialized: no --app-port")]
+    NotConfigured,
+    #[error("app protocol {0} is not supported for HTTP invocation in this build")]
+    UnsupportedProtocol(&'static str),
+    #[error("invalid request to the app: {0}")]
+    InvalidRequest(String),
+    #[error("error invoking app: {0}")]
+    Unreachable(String),
+}
+
+/// Headers that describe one hop only and must not be forwarded.
+pub fn is_hop_by_hop(name: &HeaderName) -> bool {
+    matches!(
+        name.as_str(),
+        "connection"
+            | "keep-alive"
+            | "proxy-connection"
+            | "transfer-encoding"
+            | "te"
+            | "trailer"
+            | "upgrade"
+            | "host"
+            | "content-length"
+    )
+}
+
+#[derive(Clone)]
+pub struct AppChannel {
+    client: Client<HttpConnector, Body>,
+    base: String,
+    app_token: Option<HeaderValue>,
+    limiter: Option<Arc<Semaphore>>,
+    pub protocol: AppProtocol,
+    pub address: String,
+}
+
+impl AppChannel {
+    /// `None` when the sidecar has no app (`--app-port` unset).
+    pub fn from_options(opts: &Options) -> Option<Self> {
+        let port = opts.app_port?;
+        let mut connector = HttpConnector::new();
+        connector.set_nodelay(true);
+        connector.set_connect_timeout(Some(Duration::from_secs(5)));
+        let mut builder = Client::builder(TokioExecutor::new());
+        builder.pool_idle_timeout(Duration::from_secs(90));
+        if opts.app_protocol == AppProtocol::H2c {
+            builder.http2_only(true);
+        }
+        let address = format!("{}:{port}", opts.app_channel_address);
+        Some(Self {
+            client: builder.build(connector),
+            base: format!("http://{address}"),
+            app_token: std::env::var("APP_API_TOKEN")
+                .ok()
+                .and_then(|t| HeaderValue::from_str(&t).ok()),
+            limiter: (opts.app_max_concurrency > 0).then(|| {
+                Arc::new(Semaphore::new(
+                    usize::try_from(opts.app_max_concurrency).unwrap_or(usize::MAX),
+                ))
+            }),
+            protocol: opts.app_protocol,
+            address,
+        })
+    }
+
+    /// Sends one HTTP request to the app. `path_and_query` starts with `/`.
+    pub async fn call_http(
+        &self,
+        method: Method,
+        path_and_query: &str,
+        headers: &HeaderMap,
+        body: Body,
+    ) -> Result<Response<Body>, AppChannelError> {
+        match self.protocol {
+            AppProtocol::Http | AppProtocol::H2c => {}
+            AppProtocol::Https => return Err(AppChannelError::UnsupportedProtocol("https")),
+            AppProtocol::Grpc => return Err(AppChannelError::UnsupportedProtocol("grpc")),
+            AppProtocol::Grpcs => return Err(AppChannelError::UnsupportedProtocol("grpcs")),
+        }
+        let uri: Uri = format!("{}{}", self.base, path_and_query)
+            .parse()
+            .map_err(|e| {
+                AppChannelError::InvalidRequest(format!("bad method path '{path_and_query}': {e}"))
+            })?;
+        let mut req = Request::builder()
+            .method(method)
+            .uri(uri)
+            .body(body)
+            .map_err(|e| AppChannelError::InvalidRequest(e.to_string()))?;
+        let out = req.headers_mut();
+        for (name, value) in headers {
+            if !is_hop_by_hop(name) && name != "dapr-api-token" {
+                out.append(name.clone(), value.clone());
+            }
+        }
+        if let Some(token) = &self.app_token {
+            out.insert("dapr-api-token", token.clone());
+        }
+        // The permit is held until the response body has been read, so
+        // --app-max-concurrency bounds whole exchanges, not just headers.
+        let permit = match &self.limiter {
+            Some(l) => Some(
+                l.clone()
+                    .acquire_owned()
+                    .await
+                    .map_err(|_| AppChannelError::Unreachable("app channel closed".into()))?,
+            ),
+            None => None,
+        };
+        let resp = self
+            .client
+            .request(req)
+            .await
+            .map_err(|e| AppChannelError::Unreachable(format!("{e} ({})", self.address)))?;
+        let (parts, incoming) = resp.into_parts();
+        let body = Body::new(incoming.map_frame(move |f| {
+            let _held = &permit;
+            f
+        }));
+        Ok(Response::from_parts(parts, body))
+    }
+
+    /// Blocks until the app accepts TCP connections, logging while it waits.
+    pub async fn wait_for_app(&self) {
+        let mut logged = false;
+        loop {
+            if tokio::net::TcpStream::connect(&self.address).await.is_ok() {
+                tracing::info!(address = %self.address, "application discovered");
+                return;
+            }
+            if !logged {
+                tracing::info!(address = %self.address, "waiting for the application to listen");
+                logged = true;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+}

@@ -1,0 +1,190 @@
+//! The internal gRPC server (`--dapr-internal-grpc-port`): other sidecars
+//! call `CallLocal`/`CallLocalStream` here to reach this sidecar's app.
+
+use std::{pin::Pin, sync::Arc};
+
+use axum::body::Body;
+use bytes::Bytes;
+use dapr_rs_proto::{
+    common,
+    generated::dapr::proto::internals::v1::{
+        self as internals,
+        service_invocation_server::{ServiceInvocation, ServiceInvocationServer},
+    },
+};
+use futures::{Stream, StreamExt};
+use http::HeaderMap;
+use http_body_util::BodyExt;
+use tonic::{Request, Response, Status, Streaming};
+
+use super::{
+    InvokeRequest, Invoker, body_chunks, headers_to_metadata, metadata_to_headers, verb_from_proto,
+};
+
+pub struct InternalServer {
+    invoker: Arc<Invoker>,
+}
+
+pub fn service(
+    invoker: Arc<Invoker>,
+    max_message_size: usize,
+) -> ServiceInvocationServer<InternalServer> {
+    ServiceInvocationServer::new(InternalServer { invoker })
+        .max_decoding_message_size(max_message_size)
+        .max_encoding_message_size(max_message_size)
+}
+
+type ResponseStream =
+    Pin<Box<dyn Stream<Item = Result<internals::InternalInvokeResponseStream, Status>> + Send>>;
+
+impl InternalServer {
+    fn to_invoke_request(
+        req: internals::InternalInvokeRequest,
+        body: Body,
+    ) -> Result<InvokeRequest, Status> {
+        let message = req
+            .message
+            .ok_or_else(|| Status::invalid_argument("invoke request without a message"))?;
+        let mut headers = HeaderMap::new();
+        metadata_to_headers(&req.metadata, &mut headers);
+        if !message.content_type.is_empty()
+            && !headers.contains_key(http::header::CONTENT_TYPE)
+            && let Ok(v) = http::HeaderValue::from_str(&message.content_type)
+        {
+            headers.insert(http::header::CONTENT_TYPE, v);
+        }
+        let (verb, query) = match message.http_extension {
+            Some(ext) => (
+                verb_from_proto(ext.verb),
+                Some(ext.querystring).filter(|q| !q.is_empty()),
+            ),
+            None => (http::Method::POST, None),
+        };
+        Ok(InvokeRequest {
+            method: message.method,
+            verb,
+            query,
+            headers,
+            body,
+        })
+    }
+
+    fn response_head(resp: &http::Response<Body>) -> internals::InternalInvokeResponse {
+        let content_type = resp
+            .headers()
+            .get(http::header::CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or_default()
+            .to_owned();
+        internals::InternalInvokeResponse {
+            status: Some(internals::Status {
+                code: i32::from(resp.status().as_u16()),
+                message: resp
+                    .status()
+                    .canonical_reason()
+                    .unwrap_or_default()
+                    .to_owned(),
+                details: Vec::new(),
+            }),
+            headers: headers_to_metadata(resp.headers()),
+            trailers: Default::default(),
+            message: Some(common::InvokeResponse {
+                data: None,
+                content_type,
+            }),
+        }
+    }
+}
+
+fn app_error(e: crate::appchannel::AppChannelError) -> Status {
+    match e {
+        crate::appchannel::AppChannelError::InvalidRequest(m) => Status::invalid_argument(m),
+        crate::appchannel::AppChannelError::NotConfigured => {
+            Status::failed_precondition(e.to_string())
+        }
+        other => Status::unavailable(other.to_string()),
+    }
+}
+
+#[tonic::async_trait]
+impl ServiceInvocation for InternalServer {
+    /// Unary form, used by callers that buffer (and by Go sidecars for gRPC apps).
+    async fn call_local(
+        &self,
+        req: Request<internals::InternalInvokeRequest>,
+    ) -> Result<Response<internals::InternalInvokeResponse>, Status> {
+        let req = req.into_inner();
+        let data = req
+            .message
+            .as_ref()
+            .and_then(|m| m.data.as_ref())
+            .map(|a| Bytes::from(a.value.clone()))
+            .unwrap_or_default();
+        let invoke = Self::to_invoke_request(req, Body::from(data))?;
+        let resp = self
+            .invoker
+            .call_local_app(invoke)
+            .await
+            .map_err(app_error)?;
+        let mut head = Self::response_head(&resp);
+        let body = resp
+            .into_body()
+            .collect()
+            .await
+            .map_err(|e| Status::unavailable(format!("reading the app's response: {e}")))?
+            .to_bytes();
+        if let Some(m) = head.message.as_mut() {
+            m.data = Some(prost_types::Any {
+                type_url: String::new(),
+                value: body.to_vec(),
+            });
+        }
+        Ok(Response::new(head))
+    }
+
+    async fn call_local_stream(
+        &self,
+        req: Request<Streaming<internals::InternalInvokeRequestStream>>,
+    ) -> Result<Response<ResponseStream>, Status> {
+        let mut inbound = req.into_inner();
+        let first = inbound
+            .message()
+            .await?
+            .ok_or_else(|| Status::invalid_argument("empty invocation stream"))?;
+        let head = first.request.ok_or_else(|| {
+            Status::invalid_argument("the first stream message must carry the request")
+        })?;
+        let first_payload = first.payload.map(|p| Ok::<_, Status>(Bytes::from(p.data)));
+        let rest = inbound.filter_map(|m| async move {
+            match m {
+                Ok(m) => m.payload.map(|p| Ok(Bytes::from(p.data))),
+                Err(e) => Some(Err(e)),
+            }
+        });
+        let body = Body::from_stream(futures::stream::iter(first_payload).chain(rest));
+        let invoke = Self::to_invoke_request(head, body)?;
+        let resp = self
+            .invoker
+            .call_local_app(invoke)
+            .await
+            .map_err(app_error)?;
+        let head = Self::response_head(&resp);
+        let first = internals::InternalInvokeResponseStream {
+            response: Some(head),
+            payload: None,
+        };
+        let chunks = body_chunks(resp.into_body())
+            .enumerate()
+            .map(|(seq, data)| {
+                Ok(internals::InternalInvokeResponseStream {
+                    response: None,
+                    payload: Some(common::StreamPayload {
+                        data: data.to_vec(),
+                        seq: seq as u64,
+                    }),
+                })
+            });
+        let out = futures::stream::once(async move { Ok(first) }).chain(chunks);
+        Ok(Response::new(Box::pin(out)))
+    }
+}

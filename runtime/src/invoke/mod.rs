@@ -1,0 +1,400 @@
+//! Service invocation: routes a call to the local app or, through name
+//! resolution, to the target app's sidecar over the internal gRPC port.
+//! Bodies stream end to end (`CallLocalStream`), never fully buffered.
+
+pub mod internal;
+
+use std::{
+    collections::HashMap,
+    sync::{Arc, RwLock},
+};
+
+use axum::body::Body;
+use bytes::Bytes;
+use dapr_components::nameresolution::{NameResolutionError, NameResolver};
+use dapr_rs_proto::{
+    common,
+    generated::dapr::proto::internals::v1::{
+        self as internals, service_invocation_client::ServiceInvocationClient,
+    },
+};
+use futures::{Stream, StreamExt};
+use http::{HeaderMap, HeaderName, HeaderValue, Method, Response, StatusCode};
+use tonic::transport::{Channel, Endpoint};
+
+use crate::{
+    appchannel::{AppChannel, AppChannelError, is_hop_by_hop},
+    error::ApiError,
+};
+
+pub const CALLER_APP_ID: &str = "dapr-caller-app-id";
+pub const CALLER_NAMESPACE: &str = "dapr-caller-namespace";
+pub const CALLEE_APP_ID: &str = "dapr-callee-app-id";
+
+/// `app-id` or `app-id.namespace`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Target {
+    pub app_id: String,
+    pub namespace: String,
+}
+
+impl Target {
+    pub fn parse(s: &str, default_namespace: &str) -> Result<Self, ApiError> {
+        let (app_id, namespace) = match s.rsplit_once('.') {
+            Some((app, ns)) if !app.is_empty() && !ns.is_empty() => (app, ns),
+            _ => (s, default_namespace),
+        };
+        if app_id.is_empty() {
+            return Err(ApiError::InvokeNoAppId);
+        }
+        Ok(Self {
+            app_id: app_id.to_owned(),
+            namespace: namespace.to_owned(),
+        })
+    }
+}
+
+/// One invocation as both APIs describe it.
+pub struct InvokeRequest {
+    pub method: String,
+    pub verb: Method,
+    pub query: Option<String>,
+    pub headers: HeaderMap,
+    pub body: Body,
+}
+
+pub struct Invoker {
+    pub app_id: String,
+    pub namespace: String,
+    pub app: Option<AppChannel>,
+    resolver: Arc<dyn NameResolver>,
+    clients: RwLock<HashMap<String, ServiceInvocationClient<Channel>>>,
+    max_message_size: usize,
+}
+
+impl Invoker {
+    pub fn new(
+        app_id: String,
+        namespace: String,
+        app: Option<AppChannel>,
+        resolver: Arc<dyn NameResolver>,
+        max_message_size: usize,
+    ) -> Self {
+        Self {
+            app_id,
+            namespace,
+            app,
+            resolver,
+            clients: RwLock::new(HashMap::new()),
+            max_message_size,
+        }
+    }
+
+    pub fn resolver(&self) -> &Arc<dyn NameResolver> {
+        &self.resolver
+    }
+
+    /// Invokes `req.method` on `target` and returns the app's response.
+    pub async fn invoke(
+        &self,
+        target: &Target,
+        req: InvokeRequest,
+    ) -> Result<Response<Body>, ApiError> {
+        if target.app_id == self.app_id && target.namespace == self.namespace {
+            let mut req = req;
+            self.add_caller_headers(&mut req.headers);
+            return self
+                .call_local_app(req)
+                .await
+                .map_err(|e| ApiError::DirectInvoke {
+                    app_id: target.app_id.clone(),
+                    reason: e.to_string(),
+                });
+        }
+        self.call_remote(target, req).await
+    }
+
+    fn add_caller_headers(&self, headers: &mut HeaderMap) {
+        if let Ok(v) = HeaderValue::from_str(&self.app_id) {
+            headers.insert(CALLER_APP_ID, v);
+        }
+        if let Ok(v) = HeaderValue::from_str(&self.namespace) {
+            headers.insert(CALLER_NAMESPACE, v);
+        }
+    }
+
+    /// Calls this sidecar's own app.
+    pub async fn call_local_app(
+        &self,
+        req: InvokeRequest,
+    ) -> Result<Response<Body>, AppChannelError> {
+        let app = self.app.as_ref().ok_or(AppChannelError::NotConfigured)?;
+        let method = req.method.trim_start_matches('/');
+        let path = match &req.query {
+            Some(q) if !q.is_empty() => format!("/{method}?{q}"),
+            _ => format!("/{method}"),
+        };
+        app.call_http(req.verb, &path, &req.headers, req.body).await
+    }
+
+    fn client(&self, address: &str) -> Result<ServiceInvocationClient<Channel>, ApiError> {
+        if let Some(c) = self
+            .clients
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(address)
+        {
+            return Ok(c.clone());
+        }
+        let endpoint = Endpoint::from_shared(format!("http://{address}"))
+            .map_err(|e| ApiError::Internal(format!("bad sidecar address {address}: {e}")))?
+            .tcp_nodelay(true)
+            .connect_timeout(std::time::Duration::from_secs(5));
+        let client = ServiceInvocationClient::new(endpoint.connect_lazy())
+            .max_decoding_message_size(self.max_message_size)
+            .max_encoding_message_size(self.max_message_size);
+        self.clients
+            .write()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(address.to_owned(), client.clone());
+        Ok(client)
+    }
+
+    async fn call_remote(
+        &self,
+        target: &Target,
+        req: InvokeRequest,
+    ) -> Result<Response<Body>, ApiError> {
+        let invoke_err = |reason: String| ApiError::DirectInvoke {
+            app_id: target.app_id.clone(),
+            reason,
+        };
+        let address = self
+            .resolver
+            .resolve(&target.app_id, &target.namespace)
+            .await
+            .map_err(|e| match e {
+                NameResolutionError::NotFound(_) => {
+                    invoke_err(format!("couldn't find service: {}", target.app_id))
+                }
+                other => invoke_err(other.to_string()),
+            })?;
+        let mut client = self.client(&address)?;
+
+        let mut metadata = headers_to_metadata(&req.headers);
+        let caller = [
+            (CALLER_APP_ID, self.app_id.as_str()),
+            (CALLER_NAMESPACE, self.namespace.as_str()),
+            (CALLEE_APP_ID, target.app_id.as_str()),
+        ];
+        for (k, v) in caller {
+            metadata.insert(
+                k.to_owned(),
+                internals::ListStringValue {
+                    values: vec![v.to_owned()],
+                },
+            );
+        }
+        let content_type = req
+            .headers
+            .get(http::header::CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or_default()
+            .to_owned();
+        let first = internals::InternalInvokeRequestStream {
+            request: Some(internals::InternalInvokeRequest {
+                ver: internals::ApiVersion::V1 as i32,
+                metadata,
+                message: Some(common::InvokeRequest {
+                    method: req.method.trim_start_matches('/').to_owned(),
+                    data: None,
+                    content_type,
+                    http_extension: Some(common::HttpExtension {
+                        verb: verb_to_proto(&req.verb) as i32,
+                        querystring: req.query.clone().unwrap_or_default(),
+                    }),
+                }),
+                actor: None,
+            }),
+            payload: None,
+        };
+        let chunks = body_chunks(req.body).enumerate().map(|(seq, data)| {
+            internals::InternalInvokeRequestStream {
+                request: None,
+                payload: Some(common::StreamPayload {
+                    data: data.to_vec(),
+                    seq: seq as u64,
+                }),
+            }
+        });
+        let outbound = futures::stream::once(async move { first }).chain(chunks);
+        let mut inbound = client
+            .call_local_stream(outbound)
+            .await
+            .map_err(|s| invoke_err(status_reason(&s)))?
+            .into_inner();
+        let head = inbound
+            .message()
+            .await
+            .map_err(|s| invoke_err(status_reason(&s)))?
+            .ok_or_else(|| {
+                invoke_err("the target sidecar closed the stream without a response".into())
+            })?;
+        let response = head.response.ok_or_else(|| {
+            invoke_err("the target sidecar's first message had no response".into())
+        })?;
+        let status = response.status.as_ref().map(|s| s.code).unwrap_or(200);
+        let status = u16::try_from(status)
+            .ok()
+            .and_then(|c| StatusCode::from_u16(c).ok())
+            .unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+        let mut builder = Response::builder().status(status);
+        if let Some(h) = builder.headers_mut() {
+            metadata_to_headers(&response.headers, h);
+            if let Some(ct) = response
+                .message
+                .as_ref()
+                .map(|m| m.content_type.as_str())
+                .filter(|c| !c.is_empty())
+                && !h.contains_key(http::header::CONTENT_TYPE)
+                && let Ok(v) = HeaderValue::from_str(ct)
+            {
+                h.insert(http::header::CONTENT_TYPE, v);
+            }
+        }
+        let first_payload = head
+            .payload
+            .map(|p| Ok::<_, tonic::Status>(Bytes::from(p.data)));
+        let rest = inbound.filter_map(|m| async move {
+            match m {
+                Ok(m) => m.payload.map(|p| Ok(Bytes::from(p.data))),
+                Err(e) => Some(Err(e)),
+            }
+        });
+        let body = futures::stream::iter(first_payload).chain(rest);
+        builder
+            .body(Body::from_stream(body))
+            .map_err(|e| ApiError::Internal(e.to_string()))
+    }
+}
+
+/// The data frames of a body as a stream of chunks; a read error ends it.
+pub fn body_chunks(body: Body) -> impl Stream<Item = Bytes> + Send + 'static {
+    body.into_data_stream()
+        .take_while(|r| {
+            if let Err(e) = r {
+                tracing::debug!("body ended with an error: {e}");
+            }
+            futures::future::ready(r.is_ok())
+        })
+        .filter_map(|r| futures::future::ready(r.ok()))
+}
+
+fn status_reason(s: &tonic::Status) -> String {
+    match s.code() {
+        tonic::Code::Unavailable => format!("the target sidecar is unreachable: {}", s.message()),
+        tonic::Code::DeadlineExceeded => "timed out".to_owned(),
+        _ => s.message().to_owned(),
+    }
+}
+
+pub fn verb_to_proto(m: &Method) -> common::http_extension::Verb {
+    use common::http_extension::Verb;
+    match *m {
+        Method::GET => Verb::Get,
+        Method::HEAD => Verb::Head,
+        Method::POST => Verb::Post,
+        Method::PUT => Verb::Put,
+        Method::DELETE => Verb::Delete,
+        Method::CONNECT => Verb::Connect,
+        Method::OPTIONS => Verb::Options,
+        Method::TRACE => Verb::Trace,
+        Method::PATCH => Verb::Patch,
+        _ => Verb::None,
+    }
+}
+
+pub fn verb_from_proto(v: i32) -> Method {
+    use common::http_extension::Verb;
+    match Verb::try_from(v).unwrap_or(Verb::None) {
+        Verb::Get => Method::GET,
+        Verb::Head => Method::HEAD,
+        Verb::Put => Method::PUT,
+        Verb::Delete => Method::DELETE,
+        Verb::Connect => Method::CONNECT,
+        Verb::Options => Method::OPTIONS,
+        Verb::Trace => Method::TRACE,
+        Verb::Patch => Method::PATCH,
+        Verb::Post | Verb::None => Method::POST,
+    }
+}
+
+pub fn headers_to_metadata(headers: &HeaderMap) -> HashMap<String, internals::ListStringValue> {
+    let mut out: HashMap<String, internals::ListStringValue> = HashMap::new();
+    for (name, value) in headers {
+        if is_hop_by_hop(name) {
+            continue;
+        }
+        if let Ok(v) = value.to_str() {
+            out.entry(name.as_str().to_owned())
+                .or_default()
+                .values
+                .push(v.to_owned());
+        }
+    }
+    out
+}
+
+pub fn metadata_to_headers(md: &HashMap<String, internals::ListStringValue>, out: &mut HeaderMap) {
+    for (k, vs) in md {
+        let Ok(name) = HeaderName::try_from(k.as_str()) else {
+            continue;
+        };
+        if is_hop_by_hop(&name) {
+            continue;
+        }
+        for v in &vs.values {
+            if let Ok(v) = HeaderValue::from_str(v) {
+                out.append(name.clone(), v);
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn targets() {
+        assert_eq!(
+            Target::parse("orders", "").unwrap(),
+            Target {
+                app_id: "orders".into(),
+                namespace: String::new()
+            }
+        );
+        assert_eq!(
+            Target::parse("orders.prod", "dev").unwrap(),
+            Target {
+                app_id: "orders".into(),
+                namespace: "prod".into()
+            }
+        );
+        assert!(Target::parse("", "").is_err());
+    }
+
+    #[test]
+    fn headers_round_trip_without_hop_by_hop() {
+        let mut h = HeaderMap::new();
+        h.append("x-a", HeaderValue::from_static("1"));
+        h.append("x-a", HeaderValue::from_static("2"));
+        h.insert("connection", HeaderValue::from_static("close"));
+        let md = headers_to_metadata(&h);
+        assert_eq!(md["x-a"].values, ["1", "2"]);
+        assert!(!md.contains_key("connection"));
+        let mut back = HeaderMap::new();
+        metadata_to_headers(&md, &mut back);
+        assert_eq!(back.get_all("x-a").iter().count(), 2);
+    }
+}
