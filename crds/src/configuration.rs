@@ -65,7 +65,36 @@ pub struct AccessControlSpec {
     #[serde(default)]
     pub trust_domain: String,
     #[serde(default)]
-    pub policies: Vec<serde_json::Value>,
+    pub policies: Vec<AppPolicySpec>,
+}
+
+/// One entry of `accessControl.policies`: what calls from app `app_id` (in
+/// `namespace`, with SPIFFE trust domain `trust_domain`) may do.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct AppPolicySpec {
+    #[serde(default)]
+    pub app_id: String,
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub default_action: String,
+    #[serde(default)]
+    pub trust_domain: String,
+    #[serde(default)]
+    pub namespace: String,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub operations: Vec<AppOperationSpec>,
+}
+
+/// An operation rule: a path pattern, the HTTP verbs it covers and the action.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct AppOperationSpec {
+    #[serde(default)]
+    pub name: String,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub http_verb: Vec<String>,
+    #[serde(default)]
+    pub action: String,
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]

@@ -6,14 +6,20 @@
 mod component;
 mod configuration;
 mod meta;
+mod resiliency;
 mod resource;
 
 pub use component::{Component, ComponentAuth, ComponentSpec, MetadataItem, SecretKeyRef};
 pub use configuration::{
-    AccessControlSpec, ApiAccessRule, ApiSpec, Configuration, ConfigurationSpec, FeatureSpec,
-    NameResolutionSpec,
+    AccessControlSpec, ApiAccessRule, ApiSpec, AppOperationSpec, AppPolicySpec, Configuration,
+    ConfigurationSpec, FeatureSpec, NameResolutionSpec,
 };
 pub use meta::ObjectMeta;
+pub use resiliency::{
+    ActorTargetPolicies, AppTargetPolicies, CircuitBreakerPolicySpec, ComponentTargetPolicies,
+    PolicyNames, RESILIENCY_KIND, Resiliency, ResiliencyParseError, ResiliencyPolicies,
+    ResiliencySpec, ResiliencyTargets, RetryMatchingSpec, RetryPolicySpec, resiliencies,
+};
 pub use resource::{ParseError, Resource, parse_documents};
 
 /// The API group of every dapr resource.

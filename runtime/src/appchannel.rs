@@ -27,6 +27,7 @@ pub enum AppChannelError {
 }
 
 /// Headers that describe one hop only and must not be forwarded.
+/// `content-length` is kept: many app servers cannot read chunked requests.
 pub fn is_hop_by_hop(name: &HeaderName) -> bool {
     matches!(
         name.as_str(),
@@ -38,7 +39,6 @@ pub fn is_hop_by_hop(name: &HeaderName) -> bool {
             | "trailer"
             | "upgrade"
             | "host"
-            | "content-length"
     )
 }
 

@@ -53,6 +53,10 @@ pub enum ApiError {
     InvokeNoAppId,
     #[error("failed to invoke, id: {app_id}, err: {reason}")]
     DirectInvoke { app_id: String, reason: String },
+    #[error("failed to invoke, id: {app_id}, err: {reason}")]
+    DirectInvokeUnreachable { app_id: String, reason: String },
+    #[error("failed to invoke, id: {app_id}, err: access denied: {reason}")]
+    InvokeForbidden { app_id: String, reason: String },
     #[error("failed deserializing HTTP body: {0}")]
     MalformedRequest(String),
     #[error("invalid request: {0}")]
@@ -90,7 +94,10 @@ impl ApiError {
             StateTransaction { .. } => "ERR_STATE_TRANSACTION",
             UnsupportedStateOperation(_) => "ERR_NOT_SUPPORTED_STATE_OPERATION",
             StateQuery { .. } => "ERR_STATE_QUERY",
-            InvokeNoAppId | DirectInvoke { .. } => "ERR_DIRECT_INVOKE",
+            InvokeNoAppId
+            | DirectInvoke { .. }
+            | DirectInvokeUnreachable { .. }
+            | InvokeForbidden { .. } => "ERR_DIRECT_INVOKE",
             MalformedRequest(_) => "ERR_MALFORMED_REQUEST",
             BadRequest(_) => "ERR_BAD_REQUEST",
             BodyRead(_) | BodyTooLarge { .. } => "ERR_BODY_READ",
@@ -130,7 +137,10 @@ impl ApiError {
             | BodyRead(_) => StatusCode::BAD_REQUEST,
             BodyTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
             InvokeNoAppId => StatusCode::NOT_FOUND,
-            DirectInvoke { .. } => StatusCode::INTERNAL_SERVER_ERROR,
+            InvokeForbidden { .. } => StatusCode::FORBIDDEN,
+            DirectInvoke { .. } | DirectInvokeUnreachable { .. } => {
+                StatusCode::INTERNAL_SERVER_ERROR
+            }
             StateGet { source, .. }
             | StateSave { source, .. }
             | StateDelete { source, .. }
@@ -167,6 +177,8 @@ impl ApiError {
             | BodyRead(_) => Code::InvalidArgument,
             BodyTooLarge { .. } => Code::ResourceExhausted,
             InvokeNoAppId => Code::InvalidArgument,
+            InvokeForbidden { .. } => Code::PermissionDenied,
+            DirectInvokeUnreachable { .. } => Code::Unavailable,
             DirectInvoke { .. } => Code::Internal,
             StateGet { source, .. }
             | StateSave { source, .. }
@@ -237,6 +249,13 @@ impl ApiError {
             }],
         };
         tonic::Status::with_details(code, message, status.encode_to_vec().into())
+    }
+}
+
+impl ApiError {
+    /// The target could not be reached at all (what built-in retries cover).
+    pub fn is_unreachable(&self) -> bool {
+        matches!(self, ApiError::DirectInvokeUnreachable { .. })
     }
 }
 

@@ -12,6 +12,7 @@ use dapr_components::{
     ComponentMetadata,
     nameresolution::{Instance, NameResolver, sqlite::SqliteResolver},
 };
+use dapr_policy::{acl::AccessControl, resiliency::ResiliencyRegistry};
 
 use crate::{
     api,
@@ -123,13 +124,40 @@ pub async fn run(opts: Options) -> anyhow::Result<()> {
     let registry = Arc::new(Registry::default());
     let max_message = usize::try_from(opts.max_body_size).unwrap_or(usize::MAX);
     let resolver = name_resolver(&opts, configuration.as_ref())?;
-    let invoker = Arc::new(Invoker::new(
-        opts.app_id.clone(),
-        namespace.clone(),
-        AppChannel::from_options(&opts),
-        resolver.clone(),
-        max_message,
-    ));
+    let resources = if opts.resources_paths.is_empty() {
+        resources::Resources::default()
+    } else {
+        resources::load(&opts.resources_paths)?
+    };
+    let acl = AccessControl::from_configuration(
+        configuration
+            .as_ref()
+            .and_then(|c| c.spec.access_control.as_ref()),
+    )
+    .context("Configuration accessControl")?;
+    let resiliency_docs: Vec<dapr_crds::Resource> = resources
+        .others
+        .iter()
+        .map(|o| dapr_crds::Resource::Other {
+            kind: o.resource.0.clone(),
+            document: o.resource.1.clone(),
+        })
+        .collect();
+    let (resiliency, resiliency_errors) =
+        ResiliencyRegistry::from_resources(&opts.app_id, &resiliency_docs);
+    if let Some(e) = resiliency_errors.first() {
+        bail!("invalid Resiliency resource: {e}");
+    }
+    let invoker = Arc::new(
+        Invoker::new(
+            opts.app_id.clone(),
+            namespace.clone(),
+            AppChannel::from_options(&opts),
+            resolver.clone(),
+            max_message,
+        )
+        .with_policies(resiliency, acl),
+    );
     let sidecar = Sidecar::new(&opts, registry, invoker.clone(), api_token, features);
     let loader = Arc::new(ComponentLoader {
         app_id: opts.app_id.clone(),
@@ -139,7 +167,7 @@ pub async fn run(opts: Options) -> anyhow::Result<()> {
     let components = if opts.resources_paths.is_empty() {
         embedded_default_components(&opts)?
     } else {
-        resources::load(&opts.resources_paths)?.components
+        resources.components.clone()
     };
     loader.load_all(&components).await?;
 

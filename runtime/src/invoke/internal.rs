@@ -5,6 +5,7 @@ use std::{pin::Pin, sync::Arc};
 
 use axum::body::Body;
 use bytes::Bytes;
+use dapr_policy::acl::{CallerIdentity, normalize_method};
 use dapr_rs_proto::{
     common,
     generated::dapr::proto::internals::v1::{
@@ -38,6 +39,53 @@ type ResponseStream =
     Pin<Box<dyn Stream<Item = Result<internals::InternalInvokeResponseStream, Status>> + Send>>;
 
 impl InternalServer {
+    /// Access control on the callee, against the caller's identity.
+    fn authorize(&self, req: &internals::InternalInvokeRequest) -> Result<(), Status> {
+        let acl = &self.invoker.acl;
+        let first = |k: &str| {
+            req.metadata
+                .get(k)
+                .and_then(|v| v.values.first())
+                .cloned()
+                .unwrap_or_default()
+        };
+        let method = req
+            .message
+            .as_ref()
+            .map(|m| m.method.as_str())
+            .unwrap_or("");
+        let operation =
+            normalize_method(method).map_err(|e| Status::invalid_argument(e.to_string()))?;
+        let verb = req
+            .message
+            .as_ref()
+            .and_then(|m| m.http_extension.as_ref())
+            .map(|e| verb_from_proto(e.verb).to_string());
+        let caller_id = first(super::CALLER_APP_ID);
+        let decision = if caller_id.is_empty() {
+            acl.check_unauthenticated()
+        } else {
+            // Self-hosted sidecars without NAMESPACE are in "default", as in Dapr.
+            let namespace = Some(first(super::CALLER_NAMESPACE))
+                .filter(|n| !n.is_empty())
+                .unwrap_or_else(|| "default".to_owned());
+            let caller = CallerIdentity::new(
+                caller_id,
+                namespace,
+                self.invoker.default_trust_domain.clone(),
+            );
+            acl.check(&caller, &operation, verb.as_deref())
+        };
+        if decision.allowed {
+            Ok(())
+        } else {
+            tracing::info!(operation = %operation, reason = %decision.reason, "access control denied an invocation");
+            Err(Status::permission_denied(format!(
+                "access control policy has denied access to method {operation}"
+            )))
+        }
+    }
+
     fn to_invoke_request(
         req: internals::InternalInvokeRequest,
         body: Body,
@@ -114,6 +162,7 @@ impl ServiceInvocation for InternalServer {
         req: Request<internals::InternalInvokeRequest>,
     ) -> Result<Response<internals::InternalInvokeResponse>, Status> {
         let req = req.into_inner();
+        self.authorize(&req)?;
         let data = req
             .message
             .as_ref()
@@ -154,6 +203,7 @@ impl ServiceInvocation for InternalServer {
         let head = first.request.ok_or_else(|| {
             Status::invalid_argument("the first stream message must carry the request")
         })?;
+        self.authorize(&head)?;
         let first_payload = first.payload.map(|p| Ok::<_, Status>(Bytes::from(p.data)));
         let rest = inbound.filter_map(|m| async move {
             match m {

@@ -22,6 +22,12 @@ use futures::{Stream, StreamExt};
 use http::{HeaderMap, HeaderName, HeaderValue, Method, Response, StatusCode};
 use tonic::transport::{Channel, Endpoint};
 
+use dapr_policy::{
+    acl::AccessControl,
+    resiliency::{BuiltInPolicy, PolicyError, ResiliencyRegistry, RetryableError},
+};
+use http_body_util::BodyExt;
+
 use crate::{
     appchannel::{AppChannel, AppChannelError, is_hop_by_hop},
     error::ApiError,
@@ -67,6 +73,11 @@ pub struct Invoker {
     pub app_id: String,
     pub namespace: String,
     pub app: Option<AppChannel>,
+    /// Access control enforced on calls arriving from other sidecars.
+    pub acl: AccessControl,
+    /// Trust domain of callers when identities are not verified by mTLS.
+    pub default_trust_domain: String,
+    resiliency: Arc<ResiliencyRegistry>,
     resolver: Arc<dyn NameResolver>,
     clients: RwLock<HashMap<String, ServiceInvocationClient<Channel>>>,
     max_message_size: usize,
@@ -81,9 +92,12 @@ impl Invoker {
         max_message_size: usize,
     ) -> Self {
         Self {
-            app_id,
+            app_id: app_id.clone(),
             namespace,
             app,
+            acl: AccessControl::default(),
+            default_trust_domain: "public".to_owned(),
+            resiliency: Arc::new(ResiliencyRegistry::empty(&app_id)),
             resolver,
             clients: RwLock::new(HashMap::new()),
             max_message_size,
@@ -94,8 +108,93 @@ impl Invoker {
         &self.resolver
     }
 
-    /// Invokes `req.method` on `target` and returns the app's response.
+    pub fn with_policies(mut self, resiliency: ResiliencyRegistry, acl: AccessControl) -> Self {
+        self.resiliency = Arc::new(resiliency);
+        self.acl = acl;
+        self
+    }
+
+    /// Invokes `req.method` on `target` and returns the app's response,
+    /// applying the target app's resiliency policy (or Dapr's built-in
+    /// service retries, which retry only when the target can't be reached).
     pub async fn invoke(
+        &self,
+        target: &Target,
+        req: InvokeRequest,
+    ) -> Result<Response<Body>, ApiError> {
+        let user_policy = self.resiliency.app_policy_defined(&target.app_id);
+        let policy = if user_policy {
+            self.resiliency
+                .policy_for_endpoint(&target.app_id, &format!("{}:{}", target.app_id, req.method))
+        } else {
+            self.resiliency
+                .builtin_policy(BuiltInPolicy::ServiceRetries)
+        };
+        if policy.is_noop() {
+            return self.invoke_once(target, req).await;
+        }
+        // Retries replay the request, so its body is buffered (it is already
+        // bounded by --max-body-size); without retries it keeps streaming.
+        let replay = if policy.has_retries() {
+            let InvokeRequest {
+                method,
+                verb,
+                query,
+                headers,
+                body,
+            } = req;
+            let bytes = body
+                .collect()
+                .await
+                .map_err(|e| ApiError::BodyRead(e.to_string()))?
+                .to_bytes();
+            Replay::Buffered {
+                method,
+                verb,
+                query,
+                headers,
+                bytes,
+            }
+        } else {
+            Replay::Once(std::sync::Mutex::new(Some(req)))
+        };
+        let result = policy
+            .execute(|_attempt| {
+                let req = replay.next();
+                async move {
+                    let Some(req) = req else {
+                        return Err(AttemptError::Api(ApiError::Internal(
+                            "request already consumed".into(),
+                        )));
+                    };
+                    match self.invoke_once(target, req).await {
+                        // A 5xx from the app counts as a failure only for user policies.
+                        Ok(resp) if user_policy && resp.status().is_server_error() => {
+                            Err(AttemptError::Status(resp))
+                        }
+                        Ok(resp) => Ok(resp),
+                        Err(e) if !user_policy && !e.is_unreachable() => {
+                            Err(AttemptError::Permanent(e))
+                        }
+                        Err(e) => Err(AttemptError::Api(e)),
+                    }
+                }
+            })
+            .await;
+        match result {
+            Ok(resp) => Ok(resp),
+            Err(PolicyError::Operation(AttemptError::Status(resp))) => Ok(resp),
+            Err(PolicyError::Operation(AttemptError::Api(e) | AttemptError::Permanent(e))) => {
+                Err(e)
+            }
+            Err(e) => Err(ApiError::DirectInvoke {
+                app_id: target.app_id.clone(),
+                reason: e.to_string(),
+            }),
+        }
+    }
+
+    async fn invoke_once(
         &self,
         target: &Target,
         req: InvokeRequest,
@@ -231,12 +330,12 @@ impl Invoker {
         let mut inbound = client
             .call_local_stream(outbound)
             .await
-            .map_err(|s| invoke_err(status_reason(&s)))?
+            .map_err(|s| remote_error(&target.app_id, &s))?
             .into_inner();
         let head = inbound
             .message()
             .await
-            .map_err(|s| invoke_err(status_reason(&s)))?
+            .map_err(|s| remote_error(&target.app_id, &s))?
             .ok_or_else(|| {
                 invoke_err("the target sidecar closed the stream without a response".into())
             })?;
@@ -288,6 +387,88 @@ pub fn body_chunks(body: Body) -> impl Stream<Item = Bytes> + Send + 'static {
             futures::future::ready(r.is_ok())
         })
         .filter_map(|r| futures::future::ready(r.ok()))
+}
+
+/// Maps a status from the target sidecar: ACL denials stay 403.
+fn remote_error(app_id: &str, s: &tonic::Status) -> ApiError {
+    match s.code() {
+        tonic::Code::PermissionDenied => ApiError::InvokeForbidden {
+            app_id: app_id.to_owned(),
+            reason: s.message().to_owned(),
+        },
+        tonic::Code::Unavailable => ApiError::DirectInvokeUnreachable {
+            app_id: app_id.to_owned(),
+            reason: status_reason(s),
+        },
+        _ => ApiError::DirectInvoke {
+            app_id: app_id.to_owned(),
+            reason: status_reason(s),
+        },
+    }
+}
+
+/// A request that can be sent again (buffered) or only once (streaming).
+enum Replay {
+    Buffered {
+        method: String,
+        verb: Method,
+        query: Option<String>,
+        headers: HeaderMap,
+        bytes: Bytes,
+    },
+    Once(std::sync::Mutex<Option<InvokeRequest>>),
+}
+
+impl Replay {
+    fn next(&self) -> Option<InvokeRequest> {
+        match self {
+            Replay::Buffered {
+                method,
+                verb,
+                query,
+                headers,
+                bytes,
+            } => Some(InvokeRequest {
+                method: method.clone(),
+                verb: verb.clone(),
+                query: query.clone(),
+                headers: headers.clone(),
+                body: Body::from(bytes.clone()),
+            }),
+            Replay::Once(req) => req.lock().unwrap_or_else(|e| e.into_inner()).take(),
+        }
+    }
+}
+
+/// The outcome of one attempt, as the resiliency policy sees it.
+enum AttemptError {
+    /// The app answered with a status the policy treats as a failure.
+    Status(Response<Body>),
+    Api(ApiError),
+    /// Not retried (built-in retries only cover unreachable targets).
+    Permanent(ApiError),
+}
+
+impl std::fmt::Display for AttemptError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            AttemptError::Status(r) => write!(f, "the app answered HTTP {}", r.status().as_u16()),
+            AttemptError::Api(e) | AttemptError::Permanent(e) => e.fmt(f),
+        }
+    }
+}
+
+impl RetryableError for AttemptError {
+    fn http_status(&self) -> Option<u16> {
+        match self {
+            AttemptError::Status(r) => Some(r.status().as_u16()),
+            _ => None,
+        }
+    }
+
+    fn is_permanent(&self) -> bool {
+        matches!(self, AttemptError::Permanent(_))
+    }
 }
 
 fn status_reason(s: &tonic::Status) -> String {
