@@ -91,8 +91,12 @@ impl AppChannel {
     ) -> Result<Response<Body>, AppChannelError> {
         match self.protocol {
             AppProtocol::Http | AppProtocol::H2c => {}
+            AppProtocol::Grpc => {
+                return self
+                    .call_grpc_on_invoke(method, path_and_query, headers, body)
+                    .await;
+            }
             AppProtocol::Https => return Err(AppChannelError::UnsupportedProtocol("https")),
-            AppProtocol::Grpc => return Err(AppChannelError::UnsupportedProtocol("grpc")),
             AppProtocol::Grpcs => return Err(AppChannelError::UnsupportedProtocol("grpcs")),
         }
         let uri: Uri = format!("{}{}", self.base, path_and_query)
@@ -138,6 +142,98 @@ impl AppChannel {
         Ok(Response::from_parts(parts, body))
     }
 
+    /// Invocation of a gRPC app: `AppCallback/OnInvoke` with the buffered
+    /// body; the reply comes back as an HTTP response.
+    async fn call_grpc_on_invoke(
+        &self,
+        method: Method,
+        path_and_query: &str,
+        headers: &HeaderMap,
+        body: Body,
+    ) -> Result<Response<Body>, AppChannelError> {
+        use dapr_rs_proto::{common, runtime::app_callback_client::AppCallbackClient};
+        let data = body
+            .collect()
+            .await
+            .map_err(|e| AppChannelError::InvalidRequest(format!("reading the request body: {e}")))?
+            .to_bytes();
+        let (path, query) = path_and_query
+            .split_once('?')
+            .unwrap_or((path_and_query, ""));
+        let content_type = headers
+            .get(http::header::CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or_default()
+            .to_owned();
+        let mut request = tonic::Request::new(common::InvokeRequest {
+            method: path.trim_start_matches('/').to_owned(),
+            data: Some(prost_types::Any {
+                type_url: String::new(),
+                value: data.to_vec(),
+            }),
+            content_type,
+            http_extension: Some(common::HttpExtension {
+                verb: crate::invoke::verb_to_proto(&method) as i32,
+                querystring: query.to_owned(),
+            }),
+        });
+        for (name, value) in headers {
+            // gRPC frames its own body and owns the grpc-* headers.
+            if is_hop_by_hop(name)
+                || name == http::header::CONTENT_TYPE
+                || name == http::header::CONTENT_LENGTH
+                || name == "dapr-api-token"
+                || name.as_str().starts_with("grpc-")
+            {
+                continue;
+            }
+            if let Ok(v) = tonic::metadata::MetadataValue::try_from(value.as_bytes())
+                && let Ok(k) = tonic::metadata::MetadataKey::from_bytes(name.as_str().as_bytes())
+            {
+                request.metadata_mut().append(k, v);
+            }
+        }
+        if let Some(token) = &self.app_token
+            && let Ok(v) = tonic::metadata::MetadataValue::try_from(token.as_bytes())
+        {
+            request.metadata_mut().insert("dapr-api-token", v);
+        }
+        let channel = tonic::transport::Endpoint::from_shared(self.base.clone())
+            .map_err(|e| AppChannelError::Unreachable(e.to_string()))?
+            .tcp_nodelay(true)
+            .connect_lazy();
+        let _permit = match &self.limiter {
+            Some(l) => Some(
+                l.clone()
+                    .acquire_owned()
+                    .await
+                    .map_err(|_| AppChannelError::Unreachable("app channel closed".into()))?,
+            ),
+            None => None,
+        };
+        match AppCallbackClient::new(channel).on_invoke(request).await {
+            Ok(resp) => {
+                let resp = resp.into_inner();
+                let mut out =
+                    Response::new(Body::from(resp.data.map(|a| a.value).unwrap_or_default()));
+                if let Ok(v) = HeaderValue::from_str(&resp.content_type)
+                    && !resp.content_type.is_empty()
+                {
+                    out.headers_mut().insert(http::header::CONTENT_TYPE, v);
+                }
+                Ok(out)
+            }
+            Err(status) if status.code() == tonic::Code::Unavailable => Err(
+                AppChannelError::Unreachable(format!("{} ({})", status.message(), self.address)),
+            ),
+            Err(status) => {
+                let mut out = Response::new(Body::from(status.message().to_owned()));
+                *out.status_mut() = grpc_to_http(status.code());
+                Ok(out)
+            }
+        }
+    }
+
     /// Blocks until the app accepts TCP connections, logging while it waits.
     pub async fn wait_for_app(&self) {
         let mut logged = false;
@@ -152,5 +248,25 @@ impl AppChannel {
             }
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
+    }
+}
+
+/// HTTP status for a gRPC app's error code.
+pub fn grpc_to_http(code: tonic::Code) -> http::StatusCode {
+    use http::StatusCode as S;
+    use tonic::Code as C;
+    match code {
+        C::Ok => S::OK,
+        C::Cancelled => S::from_u16(499).unwrap_or(S::BAD_REQUEST),
+        C::InvalidArgument | C::OutOfRange | C::FailedPrecondition => S::BAD_REQUEST,
+        C::DeadlineExceeded => S::GATEWAY_TIMEOUT,
+        C::NotFound => S::NOT_FOUND,
+        C::AlreadyExists | C::Aborted => S::CONFLICT,
+        C::PermissionDenied => S::FORBIDDEN,
+        C::Unauthenticated => S::UNAUTHORIZED,
+        C::ResourceExhausted => S::TOO_MANY_REQUESTS,
+        C::Unimplemented => S::NOT_IMPLEMENTED,
+        C::Unavailable => S::SERVICE_UNAVAILABLE,
+        C::Unknown | C::Internal | C::DataLoss => S::INTERNAL_SERVER_ERROR,
     }
 }

@@ -7,6 +7,7 @@ pub mod components;
 pub mod error;
 pub mod hotreload;
 pub mod invoke;
+pub mod middleware;
 pub mod options;
 pub mod resources;
 pub mod run;

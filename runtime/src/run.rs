@@ -19,7 +19,10 @@ use crate::{
     appchannel::AppChannel,
     components::{ComponentLoader, Registry},
     hotreload,
-    invoke::{self, Invoker},
+    invoke::{
+        self, Invoker,
+        grpc_proxy::{self, GrpcRelay, ProxyState},
+    },
     options::{Mode, Options},
     resources::{self, Sourced},
     sidecar::Sidecar,
@@ -207,20 +210,27 @@ pub async fn run(opts: Options) -> anyhow::Result<()> {
                 .context("public HTTP server")
         });
     }
+    let proxy = ProxyState {
+        invoker: invoker.clone(),
+        relay: GrpcRelay::default(),
+        api_token: sidecar.api_token.clone(),
+    };
     for ip in &listen {
         let addr = SocketAddr::new(*ip, opts.dapr_grpc_port);
         let listener = bind(addr, "gRPC API").await?;
-        let svc = api::grpc::service(sidecar.clone());
-        let token = sidecar.shutdown.clone();
-        servers.spawn(async move {
-            let incoming =
-                tonic::transport::server::TcpIncoming::from(listener).with_nodelay(Some(true));
-            tonic::transport::Server::builder()
-                .add_service(svc)
-                .serve_with_incoming_shutdown(incoming, token.cancelled_owned())
-                .await
-                .context("gRPC API server")
-        });
+        // Dapr's services, plus proxying of any other service to `dapr-app-id`.
+        let router = tonic::service::Routes::new(api::grpc::service(sidecar.clone()))
+            .into_axum_router()
+            .fallback_service(
+                axum::routing::any(grpc_proxy::api_fallback).with_state(proxy.clone()),
+            );
+        spawn_h2_server(
+            &mut servers,
+            listener,
+            router,
+            sidecar.shutdown.clone(),
+            "gRPC API server",
+        );
     }
 
     // Internal gRPC server for sidecar-to-sidecar calls, then announce it.
@@ -232,17 +242,19 @@ pub async fn run(opts: Options) -> anyhow::Result<()> {
     .await?;
     let internal_port = internal.local_addr()?.port();
     {
-        let svc = invoke::internal::service(invoker.clone(), max_message);
-        let token = sidecar.shutdown.clone();
-        servers.spawn(async move {
-            let incoming =
-                tonic::transport::server::TcpIncoming::from(internal).with_nodelay(Some(true));
-            tonic::transport::Server::builder()
-                .add_service(svc)
-                .serve_with_incoming_shutdown(incoming, token.cancelled_owned())
-                .await
-                .context("internal gRPC server")
-        });
+        let router =
+            tonic::service::Routes::new(invoke::internal::service(invoker.clone(), max_message))
+                .into_axum_router()
+                .fallback_service(
+                    axum::routing::any(grpc_proxy::internal_fallback).with_state(proxy.clone()),
+                );
+        spawn_h2_server(
+            &mut servers,
+            internal,
+            router,
+            sidecar.shutdown.clone(),
+            "internal gRPC server",
+        );
     }
     resolver
         .register(&Instance {
@@ -281,9 +293,13 @@ pub async fn run(opts: Options) -> anyhow::Result<()> {
         _ = shutdown_signal() => tracing::info!("received shutdown signal"),
         _ = sidecar.shutdown.cancelled() => {}
         Some(res) = servers.join_next() => {
-            sidecar.shutdown.cancel();
-            res.context("server task")??;
-            bail!("a server stopped unexpectedly");
+            // A server also ends when shutdown was requested; only an
+            // unrequested stop is an error.
+            if !sidecar.shutdown.is_cancelled() {
+                sidecar.shutdown.cancel();
+                res.context("server task")??;
+                bail!("a server stopped unexpectedly");
+            }
         }
     }
     sidecar.shutdown.cancel();
@@ -372,6 +388,27 @@ fn internal_addresses(opts: &Options) -> anyhow::Result<(std::net::IpAddr, std::
         listen
     });
     Ok((listen, advertised))
+}
+
+/// Serves a router (gRPC services included) over h2c/HTTP/1 until shutdown.
+fn spawn_h2_server(
+    servers: &mut JoinSet<anyhow::Result<()>>,
+    listener: TcpListener,
+    router: axum::Router,
+    token: tokio_util::sync::CancellationToken,
+    what: &'static str,
+) {
+    servers.spawn(async move {
+        axum::serve(
+            listener.tap_io(|tcp| {
+                let _ = tcp.set_nodelay(true);
+            }),
+            router,
+        )
+        .with_graceful_shutdown(token.cancelled_owned())
+        .await
+        .context(what)
+    });
 }
 
 async fn bind(addr: SocketAddr, what: &str) -> anyhow::Result<TcpListener> {

@@ -2,6 +2,7 @@
 //! resolution, to the target app's sidecar over the internal gRPC port.
 //! Bodies stream end to end (`CallLocalStream`), never fully buffered.
 
+pub mod grpc_proxy;
 pub mod internal;
 
 use std::{
