@@ -28,6 +28,12 @@ pub struct ConfigurationSpec {
     pub access_control: Option<AccessControlSpec>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub name_resolution: Option<NameResolutionSpec>,
+    /// Middleware applied to requests arriving at the Dapr HTTP API.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub http_pipeline: Option<HttpPipelineSpec>,
+    /// Middleware applied to requests daprd sends to the app.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub app_http_pipeline: Option<HttpPipelineSpec>,
     #[serde(flatten)]
     pub extra: serde_json::Map<String, serde_json::Value>,
 }
@@ -105,6 +111,41 @@ pub struct NameResolutionSpec {
     pub version: String,
     #[serde(default)]
     pub configuration: serde_json::Value,
+}
+
+/// `httpPipeline` / `appHttpPipeline`: middleware handlers, applied in order.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct HttpPipelineSpec {
+    #[serde(default)]
+    pub handlers: Vec<HandlerSpec>,
+}
+
+/// One pipeline handler: the name of a `middleware.http.*` Component and its
+/// type (and optionally version, `v1` when empty).
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct HandlerSpec {
+    #[serde(default)]
+    pub name: String,
+    #[serde(rename = "type", default)]
+    pub type_: String,
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub version: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub selector: Option<SelectorSpec>,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct SelectorSpec {
+    #[serde(default)]
+    pub fields: Vec<SelectorField>,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct SelectorField {
+    #[serde(default)]
+    pub field: String,
+    #[serde(default)]
+    pub value: String,
 }
 
 impl Configuration {
