@@ -1,1 +1,156 @@
-fn main() {}
+//! `bench`: dapr-rs benchmarks. Every benchmark runs a direct baseline (the
+//! backing service spoken to without daprd) in the same run as daprd, so the
+//! numbers it prints are the sidecar's cost on this machine, not absolute
+//! figures from elsewhere.
+//!
+//! `bench state`: state save + get, direct to Redis vs daprd's HTTP and gRPC
+//! APIs, at a fixed rate (open loop) and at full speed (closed loop), plus
+//! daprd's startup time and memory.
+
+mod daprd;
+mod load;
+mod procfs;
+mod redis_lua;
+mod report;
+mod state;
+
+use std::{net::SocketAddr, path::PathBuf};
+
+use anyhow::{Context, bail};
+use clap::{Args, Parser, Subcommand, ValueEnum};
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "bench",
+    about = "dapr-rs benchmarks, each against a direct baseline in the same run"
+)]
+struct Cli {
+    #[command(subcommand)]
+    cmd: Cmd,
+}
+
+#[derive(Debug, Subcommand)]
+enum Cmd {
+    /// State save + get: direct Redis vs daprd HTTP vs daprd gRPC.
+    State(StateArgs),
+}
+
+/// Which state store daprd's `statestore` component is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum StoreKind {
+    /// `state.redis` pointing at --redis (the comparison the benchmark is for).
+    Redis,
+    /// `state.in-memory`: daprd's own cost with no store round trip (an
+    /// experiment; the direct baseline still talks to Redis).
+    InMemory,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum TargetKind {
+    /// Straight to Redis with the `redis` crate, sending what daprd's
+    /// `state.redis` sends (its Lua scripts).
+    Direct,
+    /// Straight to Redis with plain HSET / HGETALL (an experiment: what the
+    /// store's scripts cost inside Redis).
+    DirectPlain,
+    /// daprd's HTTP API.
+    Http,
+    /// daprd's gRPC API.
+    Grpc,
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct StateArgs {
+    /// The daprd binary to start.
+    #[arg(long, default_value = "target/release/daprd")]
+    pub daprd: PathBuf,
+    /// Redis address (must be a loopback address).
+    #[arg(long, default_value = "127.0.0.1:16379")]
+    pub redis: String,
+    /// Seconds each measured phase lasts.
+    #[arg(long, default_value_t = 10.0)]
+    pub duration: f64,
+    /// Workers of the full-speed (closed-loop) phase.
+    #[arg(long, default_value_t = 8)]
+    pub concurrency: usize,
+    /// Ops per second of the fixed-rate (open-loop) phase.
+    #[arg(long, default_value_t = 1000)]
+    pub rate: u32,
+    /// Seconds of warm-up per target before its first measured phase.
+    #[arg(long, default_value_t = 1.0)]
+    pub warmup: f64,
+    /// Size of the stored value in bytes (a JSON string, quotes included).
+    #[arg(long, default_value_t = 100)]
+    pub value_size: usize,
+    /// Distinct keys the ops cycle through.
+    #[arg(long, default_value_t = 1000)]
+    pub keys: usize,
+    /// daprd's state store.
+    #[arg(long, value_enum, default_value = "redis")]
+    pub store: StoreKind,
+    /// Targets to run, comma-separated.
+    #[arg(
+        long,
+        value_enum,
+        value_delimiter = ',',
+        default_value = "direct,http,grpc"
+    )]
+    pub targets: Vec<TargetKind>,
+    /// HTTP/2 connections of the gRPC target (an app normally shares one).
+    #[arg(long, default_value_t = 1)]
+    pub grpc_connections: usize,
+    /// Repetitions of the startup measurement (0 skips it).
+    #[arg(long, default_value_t = 5)]
+    pub startup_runs: usize,
+}
+
+impl StateArgs {
+    fn validate(&self) -> anyhow::Result<SocketAddr> {
+        if !(self.duration > 0.0 && self.duration <= 3600.0) {
+            bail!("--duration must be in (0, 3600] seconds");
+        }
+        if !(self.warmup >= 0.0 && self.warmup <= 60.0) {
+            bail!("--warmup must be in [0, 60] seconds");
+        }
+        if self.concurrency == 0 || self.concurrency > 4096 {
+            bail!("--concurrency must be in [1, 4096]");
+        }
+        if self.grpc_connections == 0 || self.grpc_connections > 1024 {
+            bail!("--grpc-connections must be in [1, 1024]");
+        }
+        if self.rate == 0 || self.rate > 1_000_000 {
+            bail!("--rate must be in [1, 1000000] ops/s");
+        }
+        if self.value_size < 2 || self.value_size > 1 << 20 {
+            bail!("--value-size must be in [2, 1048576] bytes");
+        }
+        if self.keys == 0 || self.keys > 1_000_000 {
+            bail!("--keys must be in [1, 1000000]");
+        }
+        if self.targets.is_empty() {
+            bail!("--targets is empty");
+        }
+        let addr: SocketAddr = self
+            .redis
+            .parse()
+            .with_context(|| format!("--redis '{}' is not an ip:port address", self.redis))?;
+        if !addr.ip().is_loopback() {
+            bail!("--redis must be a loopback address (the benchmark only talks to 127.0.0.1)");
+        }
+        Ok(addr)
+    }
+}
+
+fn main() -> anyhow::Result<()> {
+    let cli = Cli::parse();
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("cannot build the tokio runtime")?;
+    match cli.cmd {
+        Cmd::State(args) => {
+            let redis = args.validate()?;
+            rt.block_on(state::run(args, redis))
+        }
+    }
+}

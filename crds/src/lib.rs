@@ -12,7 +12,8 @@ mod resource;
 pub use component::{Component, ComponentAuth, ComponentSpec, MetadataItem, SecretKeyRef};
 pub use configuration::{
     AccessControlSpec, ApiAccessRule, ApiSpec, AppOperationSpec, AppPolicySpec, Configuration,
-    ConfigurationSpec, FeatureSpec, NameResolutionSpec,
+    ConfigurationSpec, FeatureSpec, HandlerSpec, HttpPipelineSpec, NameResolutionSpec,
+    SelectorField, SelectorSpec,
 };
 pub use meta::ObjectMeta;
 pub use resiliency::{

@@ -73,6 +73,7 @@ struct SecretStoreEntry {
 pub struct Registry {
     state: RwLock<HashMap<String, StateStoreEntry>>,
     secrets: RwLock<HashMap<String, SecretStoreEntry>>,
+    middleware: RwLock<HashMap<String, ComponentInfo>>,
     /// Definition each loaded component was built from, to detect changes.
     definitions: RwLock<HashMap<String, Component>>,
 }
@@ -107,6 +108,7 @@ impl Registry {
             .values()
             .map(|e| e.info.clone())
             .chain(read(&self.secrets).values().map(|e| e.info.clone()))
+            .chain(read(&self.middleware).values().cloned())
             .collect();
         out.sort_by(|a, b| a.name.cmp(&b.name));
         out
@@ -115,6 +117,7 @@ impl Registry {
     fn remove(&self, name: &str) {
         write(&self.state).remove(name);
         write(&self.secrets).remove(name);
+        write(&self.middleware).remove(name);
         write(&self.definitions).remove(name);
     }
 }
@@ -282,6 +285,10 @@ impl ComponentLoader {
                 .map_err(|e| e.to_string())?;
             write(&self.registry.state).remove(&name);
             write(&self.registry.secrets).insert(name, SecretStoreEntry { store, info });
+        } else if type_.starts_with("middleware.http.") {
+            // Built by the HTTP pipeline from the Configuration; listed here
+            // so the metadata API shows it.
+            write(&self.registry.middleware).insert(name, info);
         } else {
             return Err(format!(
                 "unsupported component type '{type_}' (this build supports {} and secretstores.local.file, secretstores.local.env)",

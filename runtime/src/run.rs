@@ -10,7 +10,7 @@ use tracing_subscriber::EnvFilter;
 
 use dapr_components::{
     ComponentMetadata,
-    nameresolution::{Instance, NameResolver, sqlite::SqliteResolver},
+    nameresolution::{Instance, NameResolver, mdns::MdnsResolver, sqlite::SqliteResolver},
 };
 use dapr_policy::{acl::AccessControl, resiliency::ResiliencyRegistry};
 
@@ -23,6 +23,7 @@ use crate::{
         self, Invoker,
         grpc_proxy::{self, GrpcRelay, ProxyState},
     },
+    middleware,
     options::{Mode, Options},
     resources::{self, Sourced},
     sidecar::Sidecar,
@@ -174,19 +175,32 @@ pub async fn run(opts: Options) -> anyhow::Result<()> {
     };
     loader.load_all(&components).await?;
 
+    let empty_spec = dapr_crds::ConfigurationSpec::default();
+    let http_pipeline = middleware::build_pipeline(
+        configuration
+            .as_ref()
+            .map(|c| &c.spec)
+            .unwrap_or(&empty_spec),
+        middleware::PipelineKind::Http,
+        components.iter().map(|c| &c.resource),
+    )
+    .context("Configuration httpPipeline")?;
+    http_pipeline.prefetch().await.context("httpPipeline")?;
+
     let mut servers = JoinSet::new();
     let listen = opts.listen_addresses().map_err(anyhow::Error::msg)?;
     for ip in &listen {
         let addr = SocketAddr::new(*ip, opts.dapr_http_port);
         let listener = bind(addr, "HTTP API").await?;
-        let router = api::http::router(sidecar.clone());
+        let router = api::http::router_with_pipeline(sidecar.clone(), &http_pipeline);
         let token = sidecar.shutdown.clone();
         servers.spawn(async move {
             axum::serve(
                 listener.tap_io(|tcp| {
                     let _ = tcp.set_nodelay(true);
                 }),
-                router,
+                // The peer address feeds middleware such as ratelimit.
+                router.into_make_service_with_connect_info::<SocketAddr>(),
             )
             .with_graceful_shutdown(token.cancelled_owned())
             .await
@@ -357,9 +371,12 @@ fn name_resolver(
                 SqliteResolver::open(&md).context("nameresolution.sqlite")?,
             ))
         }
-        other => {
-            bail!("name resolution component '{other}' is not available in this build (use sqlite)")
-        }
+        "mdns" => Ok(Arc::new(
+            MdnsResolver::new(&md).context("nameresolution.mdns")?,
+        )),
+        other => bail!(
+            "name resolution component '{other}' is not available in this build (use sqlite or mdns)"
+        ),
     }
 }
 

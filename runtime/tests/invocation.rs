@@ -97,19 +97,30 @@ async fn start_app() -> (SocketAddr, tokio::task::JoinHandle<()>) {
 /// Two sidecars sharing one name-resolution file: `caller` (no app) and
 /// `callee` (fronting the test app).
 async fn pair() -> (Daprd, Daprd, tempfile::TempDir, tokio::task::JoinHandle<()>) {
-    let (app, task) = start_app().await;
     let shared = tempfile::tempdir().unwrap();
+    let resolution = format!(
+        "    component: sqlite\n    configuration:\n      connectionString: {}\n",
+        shared.path().join("nr.db").display()
+    );
+    pair_with(shared, &resolution, "callee").await
+}
+
+async fn pair_with(
+    shared: tempfile::TempDir,
+    resolution: &str,
+    callee_id: &str,
+) -> (Daprd, Daprd, tempfile::TempDir, tokio::task::JoinHandle<()>) {
+    let (app, task) = start_app().await;
     let config = shared.path().join("config.yaml");
     std::fs::write(
         &config,
         format!(
-            "apiVersion: dapr.io/v1alpha1\nkind: Configuration\nmetadata:\n  name: c\nspec:\n  nameResolution:\n    component: sqlite\n    configuration:\n      connectionString: {}\n",
-            shared.path().join("nr.db").display()
+            "apiVersion: dapr.io/v1alpha1\nkind: Configuration\nmetadata:\n  name: c\nspec:\n  nameResolution:\n{resolution}"
         ),
     )
     .unwrap();
     let cfg = config.display().to_string();
-    let callee = DaprdBuilder::new("callee")
+    let callee = DaprdBuilder::new(callee_id)
         .arg("--config")
         .arg(&cfg)
         .arg("--app-port")
@@ -305,4 +316,24 @@ print("ok")
         String::from_utf8_lossy(&out.stdout),
         String::from_utf8_lossy(&out.stderr)
     );
+}
+
+#[tokio::test]
+async fn mdns_name_resolution_on_loopback() {
+    let shared = tempfile::tempdir().unwrap();
+    // A unique app id: other mDNS tests may run at the same time.
+    let callee = format!(
+        "mdnscallee{}",
+        &uuid::Uuid::new_v4().simple().to_string()[..8]
+    );
+    let resolution = "    component: mdns\n    configuration:\n      interfaces: loopback\n";
+    let (caller, _callee, _dir, _app) = pair_with(shared, resolution, &callee).await;
+    let r = http(
+        "POST",
+        &caller.url(&format!("/v1.0/invoke/{callee}/method/over/mdns")),
+        "hi",
+    )
+    .await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert_eq!(r.json()["path"], "/over/mdns");
 }

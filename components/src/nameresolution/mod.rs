@@ -3,6 +3,7 @@
 
 use async_trait::async_trait;
 
+pub mod mdns;
 pub mod sqlite;
 
 /// This sidecar, as it registers itself.

@@ -134,9 +134,19 @@ impl Invoker {
         if policy.is_noop() {
             return self.invoke_once(target, req).await;
         }
-        // Retries replay the request, so its body is buffered (it is already
-        // bounded by --max-body-size); without retries it keeps streaming.
-        let replay = if policy.has_retries() {
+        // Retries replay the request, so a body of known size up to
+        // --max-body-size is buffered; larger or chunked bodies stream once
+        // (a failed attempt is then final).
+        let declared = req
+            .headers
+            .get(http::header::CONTENT_LENGTH)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.parse::<usize>().ok());
+        let bounded = http_body::Body::size_hint(&req.body)
+            .upper()
+            .is_some_and(|n| n <= self.max_message_size as u64);
+        let replayable = bounded || declared.is_some_and(|n| n <= self.max_message_size);
+        let replay = if policy.has_retries() && replayable {
             let InvokeRequest {
                 method,
                 verb,
@@ -378,6 +388,9 @@ impl Invoker {
     }
 }
 
+/// Largest payload of one stream message between sidecars.
+const MAX_CHUNK: usize = 256 * 1024;
+
 /// The data frames of a body as a stream of chunks; a read error ends it.
 pub fn body_chunks(body: Body) -> impl Stream<Item = Bytes> + Send + 'static {
     body.into_data_stream()
@@ -388,6 +401,14 @@ pub fn body_chunks(body: Body) -> impl Stream<Item = Bytes> + Send + 'static {
             futures::future::ready(r.is_ok())
         })
         .filter_map(|r| futures::future::ready(r.ok()))
+        // Bound each stream message, whatever size the frames arrive in.
+        .flat_map(|b| {
+            let pieces: Vec<Bytes> = (0..b.len())
+                .step_by(MAX_CHUNK)
+                .map(|i| b.slice(i..(i + MAX_CHUNK).min(b.len())))
+                .collect();
+            futures::stream::iter(pieces)
+        })
 }
 
 /// Maps a status from the target sidecar: ACL denials stay 403.

@@ -840,6 +840,51 @@ pub(super) mod tests {
         );
     }
 
+    #[tokio::test]
+    async fn stale_remote_sets_are_refreshed_in_the_background() {
+        use std::sync::atomic::AtomicUsize;
+        let (old, new) = (keys(), keys());
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url = format!("http://{}/keys", listener.local_addr().unwrap());
+        let hits = Arc::new(AtomicUsize::new(0));
+        let (h, first, later) = (hits.clone(), old.jwks.clone(), new.jwks.clone());
+        let app = axum::Router::new().route(
+            "/keys",
+            axum::routing::get(move || {
+                let body = if h.fetch_add(1, Ordering::SeqCst) == 0 {
+                    first.clone()
+                } else {
+                    later.clone()
+                };
+                async move { body }
+            }),
+        );
+        tokio::spawn(async move {
+            let _ = axum::serve(listener, app).await;
+        });
+        let mut jwks = Jwks::new(Some(&url), ISSUER).unwrap();
+        jwks.refresh_interval = Duration::ZERO;
+        let jwks = Arc::new(jwks);
+        // Same kid, rotated key.
+        let rotated = token(Algorithm::ES256, Some("ec-1"), &new.ec, &claims());
+        let t = unix_now();
+
+        let set = jwks.keys().await.unwrap();
+        assert_eq!(hits.load(Ordering::SeqCst), 1);
+        assert!(verify(&rotated, &set, ISSUER, AUDIENCE, t).is_err());
+        // Stale: answered from the cache while a refresh runs.
+        let set = jwks.keys().await.unwrap();
+        assert!(verify(&rotated, &set, ISSUER, AUDIENCE, t).is_err());
+        for _ in 0..500 {
+            if hits.load(Ordering::SeqCst) >= 2 && !jwks.refreshing.load(Ordering::Acquire) {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        let (set, _) = jwks.current().unwrap();
+        assert_eq!(verify(&rotated, &set, ISSUER, AUDIENCE, t), Ok(()));
+    }
+
     #[test]
     fn cache_control() {
         assert_eq!(

@@ -180,6 +180,13 @@ fn build<'a>(
                 reason: "missing 'name'".into(),
             });
         }
+        if h.type_.is_empty() {
+            return Err(MiddlewareError::InvalidHandler {
+                pipeline,
+                index,
+                reason: format!("handler '{}' has no 'type'", h.name),
+            });
+        }
         let (type_, version) = split_type(&h.type_, &h.version);
         if !SUPPORTED.contains(&type_) || version != "v1" {
             let component_ignores = components

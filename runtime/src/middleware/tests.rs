@@ -179,6 +179,45 @@ async fn ratelimit_lets_n_per_second_through_then_429s() {
     assert_eq!(status, StatusCode::OK);
 }
 
+/// Served as daprd serves its API: the peer address reaches the limiter
+/// through `into_make_service_with_connect_info`.
+#[tokio::test]
+async fn ratelimit_sees_the_peer_address_over_tcp() {
+    use axum::serve::ListenerExt;
+    let yaml = format!(
+        "{CONFIG_HEADER}{}{}",
+        handler("limit", RATELIMIT),
+        ratelimit_yaml("limit", "1")
+    );
+    let router = pipeline(&yaml).unwrap().layer(echo_router());
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        let _ = axum::serve(
+            listener.tap_io(|tcp| {
+                let _ = tcp.set_nodelay(true);
+            }),
+            router.into_make_service_with_connect_info::<SocketAddr>(),
+        )
+        .await;
+    });
+    let client = hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
+        .build_http::<http_body_util::Empty<axum::body::Bytes>>();
+    let uri: axum::http::Uri = format!("http://{addr}/v1.0/healthz").parse().unwrap();
+    let first = client.get(uri.clone()).await.unwrap();
+    assert_eq!(first.status(), StatusCode::OK);
+    let remote = first
+        .headers()
+        .get("x-rate-limit-request-remote-addr")
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("");
+    assert!(remote.starts_with("127.0.0.1:"), "{remote}");
+    assert_eq!(
+        client.get(uri).await.unwrap().status(),
+        StatusCode::TOO_MANY_REQUESTS
+    );
+}
+
 #[tokio::test]
 async fn one_component_listed_twice_shares_its_bucket() {
     let yaml = format!(

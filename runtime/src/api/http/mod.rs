@@ -16,12 +16,30 @@ use axum::{
     routing::{any, get, post, put},
 };
 
-use crate::{error::ApiError, sidecar::Sidecar};
+use crate::{error::ApiError, middleware::Pipeline, sidecar::Sidecar};
 
 pub type AppState = Arc<Sidecar>;
 
-/// The full API router (port 3500).
+/// The full API router (port 3500), without middleware.
 pub fn router(sidecar: Arc<Sidecar>) -> Router {
+    router_with_pipeline(sidecar, &Pipeline::default())
+}
+
+/// The API router with the Configuration's `httpPipeline`: the API token is
+/// checked first, then the pipeline runs (it may rewrite the path), then
+/// routing — Dapr's order.
+pub fn router_with_pipeline(sidecar: Arc<Sidecar>, pipeline: &Pipeline) -> Router {
+    let token_state = sidecar.clone();
+    let routes = routes(sidecar);
+    Router::new()
+        .fallback_service(pipeline.layer(routes))
+        .layer(middleware::from_fn_with_state(
+            token_state,
+            require_api_token,
+        ))
+}
+
+fn routes(sidecar: Arc<Sidecar>) -> Router {
     let limit = usize::try_from(sidecar.max_body_size).unwrap_or(usize::MAX);
     Router::new()
         .merge(system_routes())
@@ -49,10 +67,6 @@ pub fn router(sidecar: Arc<Sidecar>) -> Router {
         )
         .route("/v1.0/invoke/{app_id}/method/", any(invoke::no_app_id))
         .fallback(fallback)
-        .layer(middleware::from_fn_with_state(
-            sidecar.clone(),
-            require_api_token,
-        ))
         .layer(axum::extract::DefaultBodyLimit::max(limit))
         .with_state(sidecar)
 }
