@@ -24,6 +24,33 @@ pub enum AppChannelError {
     InvalidRequest(String),
     #[error("error invoking app: {0}")]
     Unreachable(String),
+    #[error("app is not in a healthy state")]
+    Unhealthy,
+}
+
+/// The app's health as probed by `--enable-app-health-check`.
+#[derive(Debug)]
+pub struct AppHealth {
+    healthy: std::sync::atomic::AtomicBool,
+}
+
+impl AppHealth {
+    pub fn is_healthy(&self) -> bool {
+        self.healthy.load(std::sync::atomic::Ordering::Acquire)
+    }
+
+    fn set(&self, healthy: bool) {
+        let was = self
+            .healthy
+            .swap(healthy, std::sync::atomic::Ordering::AcqRel);
+        if was != healthy {
+            if healthy {
+                tracing::info!("app entered healthy status");
+            } else {
+                tracing::warn!("app entered unhealthy status");
+            }
+        }
+    }
 }
 
 /// Headers that describe one hop only and must not be forwarded.
@@ -48,6 +75,7 @@ pub struct AppChannel {
     base: String,
     app_token: Option<HeaderValue>,
     limiter: Option<Arc<Semaphore>>,
+    pub health: Arc<AppHealth>,
     pub protocol: AppProtocol,
     pub address: String,
 }
@@ -76,6 +104,9 @@ impl AppChannel {
                     usize::try_from(opts.app_max_concurrency).unwrap_or(usize::MAX),
                 ))
             }),
+            health: Arc::new(AppHealth {
+                healthy: std::sync::atomic::AtomicBool::new(true),
+            }),
             protocol: opts.app_protocol,
             address,
         })
@@ -89,6 +120,10 @@ impl AppChannel {
         headers: &HeaderMap,
         body: Body,
     ) -> Result<Response<Body>, AppChannelError> {
+        // Fail fast while probes say the app is down, as Dapr does.
+        if !self.health.is_healthy() {
+            return Err(AppChannelError::Unhealthy);
+        }
         match self.protocol {
             AppProtocol::Http | AppProtocol::H2c => {}
             AppProtocol::Grpc => {
@@ -230,6 +265,58 @@ impl AppChannel {
                 let mut out = Response::new(Body::from(status.message().to_owned()));
                 *out.status_mut() = grpc_to_http(status.code());
                 Ok(out)
+            }
+        }
+    }
+
+    /// Probes the app every `interval` (HTTP GET `path`, 2xx = healthy;
+    /// a TCP connect for gRPC apps); `threshold` consecutive failures mark it
+    /// unhealthy, one success healthy again. Runs until `stop`.
+    pub async fn probe_health(
+        &self,
+        path: String,
+        interval: Duration,
+        timeout: Duration,
+        threshold: u32,
+        stop: tokio_util::sync::CancellationToken,
+    ) {
+        let mut failures = 0u32;
+        loop {
+            tokio::select! {
+                _ = stop.cancelled() => return,
+                _ = tokio::time::sleep(interval) => {}
+            }
+            let ok = match tokio::time::timeout(timeout, self.probe_once(&path)).await {
+                Ok(ok) => ok,
+                Err(_) => false,
+            };
+            if ok {
+                failures = 0;
+                self.health.set(true);
+            } else {
+                failures = failures.saturating_add(1);
+                if failures >= threshold.max(1) {
+                    self.health.set(false);
+                }
+            }
+        }
+    }
+
+    async fn probe_once(&self, path: &str) -> bool {
+        match self.protocol {
+            AppProtocol::Grpc | AppProtocol::Grpcs | AppProtocol::Https => {
+                tokio::net::TcpStream::connect(&self.address).await.is_ok()
+            }
+            AppProtocol::Http | AppProtocol::H2c => {
+                let Ok(uri) =
+                    format!("{}/{}", self.base, path.trim_start_matches('/')).parse::<Uri>()
+                else {
+                    return false;
+                };
+                let Ok(req) = Request::get(uri).body(Body::empty()) else {
+                    return false;
+                };
+                matches!(self.client.request(req).await, Ok(r) if r.status().is_success())
             }
         }
     }

@@ -10,7 +10,10 @@ use tracing_subscriber::EnvFilter;
 
 use dapr_components::{
     ComponentMetadata,
-    nameresolution::{Instance, NameResolver, mdns::MdnsResolver, sqlite::SqliteResolver},
+    nameresolution::{
+        Instance, NameResolver, kubernetes::KubernetesResolver, mdns::MdnsResolver,
+        sqlite::SqliteResolver,
+    },
 };
 use dapr_policy::{acl::AccessControl, resiliency::ResiliencyRegistry};
 
@@ -294,6 +297,21 @@ pub async fn run(opts: Options) -> anyhow::Result<()> {
             _ = sidecar.shutdown.cancelled() => {}
         }
     }
+    if let Some(app) = invoker.app.clone()
+        && opts.enable_app_health_check
+    {
+        let stop = sidecar.shutdown.clone();
+        let (path, interval, timeout, threshold) = (
+            opts.app_health_check_path.clone(),
+            std::time::Duration::from_secs(opts.app_health_probe_interval.max(1)),
+            std::time::Duration::from_millis(opts.app_health_probe_timeout.max(1)),
+            opts.app_health_threshold,
+        );
+        tokio::spawn(async move {
+            app.probe_health(path, interval, timeout, threshold, stop)
+                .await
+        });
+    }
     sidecar.set_ready();
     tracing::info!(
         app_id = %opts.app_id,
@@ -356,6 +374,11 @@ fn name_resolver(
             md.insert(k, v);
         }
     }
+    // Kubernetes mode defaults to Kubernetes DNS, as in Dapr.
+    let component = match (component, opts.mode) {
+        ("", Mode::Kubernetes) => "kubernetes",
+        (c, _) => c,
+    };
     match component {
         "" | "sqlite" => {
             if md.get("connectionString").is_none() {
@@ -374,8 +397,14 @@ fn name_resolver(
         "mdns" => Ok(Arc::new(
             MdnsResolver::new(&md).context("nameresolution.mdns")?,
         )),
+        "kubernetes" => {
+            md.namespace = std::env::var("NAMESPACE").unwrap_or_default();
+            Ok(Arc::new(
+                KubernetesResolver::new(&md).context("nameresolution.kubernetes")?,
+            ))
+        }
         other => bail!(
-            "name resolution component '{other}' is not available in this build (use sqlite or mdns)"
+            "name resolution component '{other}' is not available in this build (use sqlite, mdns or kubernetes)"
         ),
     }
 }

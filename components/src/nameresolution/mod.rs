@@ -3,6 +3,7 @@
 
 use async_trait::async_trait;
 
+pub mod kubernetes;
 pub mod mdns;
 pub mod sqlite;
 

@@ -147,7 +147,8 @@ impl InternalServer {
 fn app_error(e: crate::appchannel::AppChannelError) -> Status {
     match e {
         crate::appchannel::AppChannelError::InvalidRequest(m) => Status::invalid_argument(m),
-        crate::appchannel::AppChannelError::NotConfigured => {
+        crate::appchannel::AppChannelError::NotConfigured
+        | crate::appchannel::AppChannelError::Unhealthy => {
             Status::failed_precondition(e.to_string())
         }
         other => Status::unavailable(other.to_string()),
