@@ -286,10 +286,9 @@ impl AppChannel {
                 _ = stop.cancelled() => return,
                 _ = tokio::time::sleep(interval) => {}
             }
-            let ok = match tokio::time::timeout(timeout, self.probe_once(&path)).await {
-                Ok(ok) => ok,
-                Err(_) => false,
-            };
+            let ok = tokio::time::timeout(timeout, self.probe_once(&path))
+                .await
+                .unwrap_or_default();
             if ok {
                 failures = 0;
                 self.health.set(true);
