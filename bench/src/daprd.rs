@@ -45,6 +45,8 @@ pub struct Launch<'a> {
     pub data_dir: &'a Path,
     pub resources_path: Option<&'a Path>,
     pub log: &'a Path,
+    /// More daprd flags (e.g. `--config`, `--app-port`).
+    pub extra_args: &'a [String],
 }
 
 impl Daprd {
@@ -76,6 +78,7 @@ impl Daprd {
             args.push("--resources-path".into());
             args.push(p.into());
         }
+        args.extend(launch.extra_args.iter().map(OsString::from));
         let log = File::create(launch.log)
             .with_context(|| format!("cannot create {}", launch.log.display()))?;
         let log_err = log

@@ -6,8 +6,12 @@
 //! `bench state`: state save + get, direct to Redis vs daprd's HTTP and gRPC
 //! APIs, at a fixed rate (open loop) and at full speed (closed loop), plus
 //! daprd's startup time and memory.
+//!
+//! `bench invoke`: service invocation of an echo app, direct vs through two
+//! sidecars (caller daprd -> callee daprd -> app), over HTTP and gRPC.
 
 mod daprd;
+mod invoke;
 mod load;
 mod procfs;
 mod redis_lua;
@@ -33,6 +37,66 @@ struct Cli {
 enum Cmd {
     /// State save + get: direct Redis vs daprd HTTP vs daprd gRPC.
     State(StateArgs),
+    /// Service invocation: echo app direct vs through two daprd sidecars.
+    Invoke(InvokeArgs),
+}
+
+/// Invocation protocol of `bench invoke`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum Protocol {
+    /// HTTP/1.1: `/v1.0/invoke/<app>/method/echo` through the sidecars.
+    Http,
+    /// gRPC `AppCallback/OnInvoke`, proxied by daprd A on `dapr-app-id`.
+    Grpc,
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct InvokeArgs {
+    /// The daprd binary to start (twice).
+    #[arg(long, default_value = "target/release/daprd")]
+    pub daprd: PathBuf,
+    /// Seconds each measured phase lasts.
+    #[arg(long, default_value_t = 10.0)]
+    pub duration: f64,
+    /// Workers of the full-speed (closed-loop) phase.
+    #[arg(long, default_value_t = 16)]
+    pub concurrency: usize,
+    /// Requests per second of the fixed-rate (open-loop) phase.
+    #[arg(long, default_value_t = 1000)]
+    pub rate: u32,
+    /// Seconds of warm-up per target before its first measured phase.
+    #[arg(long, default_value_t = 1.0)]
+    pub warmup: f64,
+    /// Request (and echoed response) body size in bytes.
+    #[arg(long, default_value_t = 1024)]
+    pub payload_size: usize,
+    /// Protocols to run, comma-separated.
+    #[arg(long, value_enum, value_delimiter = ',', default_value = "http,grpc")]
+    pub protocols: Vec<Protocol>,
+}
+
+impl InvokeArgs {
+    fn validate(&self) -> anyhow::Result<()> {
+        if !(self.duration > 0.0 && self.duration <= 3600.0) {
+            bail!("--duration must be in (0, 3600] seconds");
+        }
+        if !(self.warmup >= 0.0 && self.warmup <= 60.0) {
+            bail!("--warmup must be in [0, 60] seconds");
+        }
+        if self.concurrency == 0 || self.concurrency > 4096 {
+            bail!("--concurrency must be in [1, 4096]");
+        }
+        if self.rate == 0 || self.rate > 1_000_000 {
+            bail!("--rate must be in [1, 1000000] req/s");
+        }
+        if self.payload_size > 4 << 20 {
+            bail!("--payload-size must be at most 4194304 bytes");
+        }
+        if self.protocols.is_empty() {
+            bail!("--protocols is empty");
+        }
+        Ok(())
+    }
 }
 
 /// Which state store daprd's `statestore` component is.
@@ -151,6 +215,10 @@ fn main() -> anyhow::Result<()> {
         Cmd::State(args) => {
             let redis = args.validate()?;
             rt.block_on(state::run(args, redis))
+        }
+        Cmd::Invoke(args) => {
+            args.validate()?;
+            rt.block_on(invoke::run(args))
         }
     }
 }

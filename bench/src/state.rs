@@ -439,6 +439,7 @@ async fn measure_startup(bin: &Path, runs: usize) -> anyhow::Result<Startup> {
             data_dir: &data,
             resources_path: None,
             log: &log,
+            extra_args: &[],
         };
         let (d, ready) = start_daprd(&launch, Duration::from_millis(1))?;
         times.push(ready);
@@ -614,6 +615,7 @@ pub async fn run(args: StateArgs, redis_addr: SocketAddr) -> anyhow::Result<()> 
             data_dir: &data,
             resources_path: Some(&resources),
             log: &log,
+            extra_args: &[],
         };
         let (d, ready) = start_daprd(&launch, Duration::from_millis(1))?;
         eprintln!(
