@@ -9,4 +9,5 @@ cd "$(dirname "${BASH_SOURCE[0]}")/.."
 
 bash scripts/test-services.sh
 cargo build --workspace --bins
-cargo test --workspace "$@"
+# --no-fail-fast: one failing test binary must not hide the others.
+cargo test --workspace --no-fail-fast "$@"

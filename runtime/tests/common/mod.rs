@@ -71,7 +71,24 @@ impl DaprdBuilder {
         self
     }
 
+    /// Starts daprd on free ports. A port picked free can be taken by
+    /// another test before daprd binds it; such a start is retried.
     pub async fn start(self) -> Daprd {
+        for attempt in 1..=5 {
+            let mut d = self.spawn();
+            if !self.wait_ready {
+                return d;
+            }
+            match d.try_wait_ready().await {
+                Ok(()) => return d,
+                Err(logs) if attempt < 5 && logs.contains("cannot listen on") => continue,
+                Err(logs) => panic!("daprd did not become ready:\n{logs}"),
+            }
+        }
+        unreachable!("the last attempt panics")
+    }
+
+    fn spawn(&self) -> Daprd {
         let http_port = free_port();
         let grpc_port = free_port();
         let logdir = tempfile::tempdir().expect("tempdir");
@@ -105,17 +122,13 @@ impl DaprdBuilder {
             .stderr(logfile)
             .spawn()
             .expect("spawn daprd");
-        let mut d = Daprd {
+        Daprd {
             child: Some(child),
             http_port,
             grpc_port,
             log,
             _logdir: logdir,
-        };
-        if self.wait_ready {
-            d.wait_ready().await;
         }
-        d
     }
 }
 
@@ -133,6 +146,13 @@ impl Daprd {
     }
 
     pub async fn wait_ready(&mut self) {
+        if let Err(logs) = self.try_wait_ready().await {
+            panic!("daprd did not become ready:\n{logs}");
+        }
+    }
+
+    /// Waits for healthz; on an early exit or timeout returns the logs.
+    pub async fn try_wait_ready(&mut self) -> Result<(), String> {
         let deadline = Instant::now() + Duration::from_secs(20);
         loop {
             if let Some(status) = self
@@ -140,18 +160,19 @@ impl Daprd {
                 .as_mut()
                 .and_then(|c| c.try_wait().ok().flatten())
             {
-                panic!("daprd exited early with {status}:\n{}", self.logs());
+                return Err(format!(
+                    "daprd exited early with {status}:\n{}",
+                    self.logs()
+                ));
             }
             if let Ok(r) = request("GET", &self.url("/v1.0/healthz"), None, &[]).await
                 && r.status == 204
             {
-                return;
+                return Ok(());
             }
-            assert!(
-                Instant::now() < deadline,
-                "daprd not ready:\n{}",
-                self.logs()
-            );
+            if Instant::now() >= deadline {
+                return Err(format!("daprd not ready after 20 s:\n{}", self.logs()));
+            }
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
     }

@@ -49,6 +49,19 @@ impl Sentry {
     /// Starts Sentry with credentials in `creds_dir` and extra flags; waits
     /// until `/healthz` answers 200.
     pub async fn start(creds_dir: &Path, extra: &[&str]) -> Sentry {
+        // A port picked free can be taken by another test before Sentry binds
+        // it; such a start is retried on fresh ports.
+        for attempt in 1..=5 {
+            match Self::try_start(creds_dir, extra).await {
+                Ok(s) => return s,
+                Err(log) if attempt < 5 && log.contains("Address already in use") => continue,
+                Err(log) => panic!("sentry did not become healthy; log:\n{log}"),
+            }
+        }
+        unreachable!("the last attempt panics")
+    }
+
+    async fn try_start(creds_dir: &Path, extra: &[&str]) -> Result<Sentry, String> {
         let port = free_port();
         let healthz_port = free_port();
         let metrics_port = free_port();
@@ -92,6 +105,7 @@ impl Sentry {
             creds_dir: creds_dir.to_owned(),
             log,
         };
+        let mut s = s;
         let deadline = Instant::now() + Duration::from_secs(30);
         loop {
             if let Ok(status) = http_get(healthz_port, "/healthz").await
@@ -99,14 +113,13 @@ impl Sentry {
             {
                 break;
             }
-            assert!(
-                Instant::now() < deadline,
-                "sentry did not become healthy; log:\n{}",
-                s.log_text()
-            );
+            let exited = s.child.try_wait().ok().flatten().is_some();
+            if exited || Instant::now() >= deadline {
+                return Err(s.log_text());
+            }
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
-        s
+        Ok(s)
     }
 
     pub fn log_text(&self) -> String {
