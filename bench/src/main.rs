@@ -14,7 +14,6 @@ mod daprd;
 mod invoke;
 mod load;
 mod procfs;
-mod redis_lua;
 mod report;
 mod state;
 

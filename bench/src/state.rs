@@ -26,7 +26,7 @@ use crate::{
     StateArgs, StoreKind, TargetKind,
     daprd::{Daprd, Launch},
     load::{self, OpClient, PhaseResult},
-    procfs, redis_lua,
+    procfs,
     report::{self, CpuUse, MemoryReport, PhaseRow, Report, Shape, Startup},
 };
 
@@ -37,7 +37,7 @@ const STORE: &str = "statestore";
 const KEY_PREFIX: &str = "dapr-bench-";
 
 /// What the direct target sends for a save: daprd's `state.redis` for a
-/// last-write save without etag or TTL (see `redis_lua`).
+/// last-write save without etag or TTL (see `dapr_components::state::redis`).
 pub const DIRECT_SAVE: &str = "EVALSHA <store op script> 1 <key> s \"\" 0 <value> 0 \
      (TYPE, HGET version, TYPE, HSET data, HINCRBY version, PERSIST)";
 /// What the direct target sends for a get: the store's get script.
@@ -81,10 +81,10 @@ impl Direct {
             scripts: Arc::new(DirectScripts {
                 op: Script::new(&format!(
                     "{}{}",
-                    redis_lua::LUA_HELPERS,
-                    redis_lua::OP_SCRIPT_BODY
+                    dapr_components::state::redis::LUA_HELPERS,
+                    dapr_components::state::redis::OP_SCRIPT_BODY
                 )),
-                get: Script::new(redis_lua::GET_SCRIPT),
+                get: Script::new(dapr_components::state::redis::GET_SCRIPT),
             }),
             plain,
         }

@@ -35,7 +35,7 @@ const MAX_TTL_MILLIS: u64 = 100 * 366 * 24 * 3600 * 1000;
 
 /// Reads a key: `{data, version, pttl}`, or nil when missing. A plain string
 /// key (Dapr's pre-hash format) comes back without a version.
-const GET_SCRIPT: &str = r#"
+pub const GET_SCRIPT: &str = r#"
 local t = redis.call("TYPE", KEYS[1])["ok"]
 if t == "hash" then
   local v = redis.call("HMGET", KEYS[1], "data", "version")
@@ -50,7 +50,7 @@ return false
 /// Dapr hash), the check of one operation, and its write.
 ///
 /// An op is (kind "s"/"d", etag or "", first-write "1"/"0", data, ttl ms).
-const LUA_HELPERS: &str = r#"
+pub const LUA_HELPERS: &str = r#"
 local function version_of(key)
   if redis.call("TYPE", key)["ok"] == "hash" then
     return redis.call("HGET", key, "version")
@@ -93,7 +93,7 @@ end
 
 /// One set or delete: ARGV is one op. Returns the new version (0 for a
 /// delete), or -1 when the etag / first-write check fails.
-const OP_SCRIPT_BODY: &str = r#"
+pub const OP_SCRIPT_BODY: &str = r#"
 local kind, etag, fw, data, ttl = ARGV[1], ARGV[2], ARGV[3], ARGV[4], ARGV[5]
 local ver = version_of(KEYS[1])
 if not allowed(ver, kind, etag, fw) then
