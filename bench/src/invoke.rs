@@ -22,7 +22,6 @@ use dapr::dapr::proto::{
         app_callback_server::{AppCallback, AppCallbackServer},
     },
 };
-use hdrhistogram::Histogram;
 use http::{HeaderValue, Method, Request, Response, StatusCode, Uri, header};
 use http_body_util::{BodyExt, Full};
 use hyper::{body::Incoming, server::conn::http1, service::service_fn};
@@ -639,29 +638,12 @@ pub async fn run(args: InvokeArgs) -> anyhow::Result<()> {
 
 // ------------------------------------------------------------------- report --
 
+use crate::report::{cell, delta, q};
+
 fn protocol_name(p: Protocol) -> &'static str {
     match p {
         Protocol::Http => "http",
         Protocol::Grpc => "grpc",
-    }
-}
-
-fn ms(ns: u64) -> f64 {
-    ns as f64 / 1e6
-}
-
-fn q(h: &Histogram<u64>, quantile: f64) -> Option<u64> {
-    (!h.is_empty()).then(|| h.value_at_quantile(quantile))
-}
-
-fn cell(v: Option<u64>) -> String {
-    v.map_or_else(|| "-".to_owned(), |ns| format!("{:.3}", ms(ns)))
-}
-
-fn delta(a: Option<u64>, b: Option<u64>) -> String {
-    match (a, b) {
-        (Some(a), Some(b)) => format!("{:+.3}", ms(a) - ms(b)),
-        _ => "-".to_owned(),
     }
 }
 

@@ -79,15 +79,15 @@ fn ms(ns: u64) -> f64 {
     ns as f64 / 1e6
 }
 
-fn q(h: &Histogram<u64>, quantile: f64) -> Option<u64> {
+pub(crate) fn q(h: &Histogram<u64>, quantile: f64) -> Option<u64> {
     (!h.is_empty()).then(|| h.value_at_quantile(quantile))
 }
 
-fn cell(v: Option<u64>) -> String {
+pub(crate) fn cell(v: Option<u64>) -> String {
     v.map_or_else(|| "-".to_owned(), |ns| format!("{:.3}", ms(ns)))
 }
 
-fn delta(a: Option<u64>, base: Option<u64>) -> String {
+pub(crate) fn delta(a: Option<u64>, base: Option<u64>) -> String {
     match (a, base) {
         (Some(a), Some(b)) => format!("{:+.3}", ms(a) - ms(b)),
         _ => "-".to_owned(),
