@@ -5,6 +5,7 @@
 
 mod component;
 mod configuration;
+mod httpendpoint;
 mod meta;
 mod resiliency;
 mod resource;
@@ -14,6 +15,9 @@ pub use configuration::{
     AccessControlSpec, ApiAccessRule, ApiSpec, AppOperationSpec, AppPolicySpec, Configuration,
     ConfigurationSpec, FeatureSpec, HandlerSpec, HttpPipelineSpec, NameResolutionSpec,
     SelectorField, SelectorSpec,
+};
+pub use httpendpoint::{
+    ClientTls, HTTP_ENDPOINT_KIND, HttpEndpoint, HttpEndpointSpec, TlsDocument,
 };
 pub use meta::ObjectMeta;
 pub use resiliency::{

@@ -1,6 +1,6 @@
 use serde::Deserialize;
 
-use crate::{Component, Configuration};
+use crate::{Component, Configuration, HttpEndpoint};
 
 /// Any dapr resource found in a YAML file. Kinds that this crate does not type
 /// yet are kept as raw JSON for the building blocks that read them.
@@ -8,7 +8,8 @@ use crate::{Component, Configuration};
 pub enum Resource {
     Component(Box<Component>),
     Configuration(Box<Configuration>),
-    /// Subscription, Resiliency, HTTPEndpoint, ...: `kind` plus the whole document.
+    HttpEndpoint(Box<HttpEndpoint>),
+    /// Subscription, Resiliency, ...: `kind` plus the whole document.
     Other {
         kind: String,
         document: serde_json::Value,
@@ -61,6 +62,9 @@ pub fn parse_documents(text: &str) -> Result<Vec<Resource>, ParseError> {
             )),
             "Configuration" => Resource::Configuration(Box::new(
                 Configuration::deserialize(&doc).map_err(|e| invalid(e.to_string()))?,
+            )),
+            "HTTPEndpoint" => Resource::HttpEndpoint(Box::new(
+                HttpEndpoint::deserialize(&doc).map_err(|e| invalid(e.to_string()))?,
             )),
             _ => Resource::Other {
                 kind: kind.clone(),
