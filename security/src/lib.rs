@@ -9,6 +9,9 @@
 //!   renewed at half its lifetime.
 //! * [`anchors`] and [`tls`]: hot-reloadable trust anchors and rustls server
 //!   and client configurations for SPIFFE-authenticated mTLS.
+//! * [`identity`] and [`controlplane`]: a process's own identity end to end
+//!   (anchors, first SVID within a bounded wait, renewal, configs); the
+//!   presets control-plane services use.
 //!
 //! Cryptography is ring (through rustls and rcgen); certificates are built by
 //! rcgen and parsed by x509-parser and webpki.
@@ -16,7 +19,9 @@
 pub mod anchors;
 pub mod ca;
 pub mod client;
+pub mod controlplane;
 pub mod csr;
+pub mod identity;
 pub mod net;
 pub mod pem;
 pub mod spiffe;
