@@ -1,3 +1,4 @@
+use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
 use crate::ObjectMeta;
@@ -5,7 +6,7 @@ use crate::ObjectMeta;
 /// `dapr.io/v1alpha1` `Component`: a building-block backend and its settings.
 ///
 /// `auth` and `scopes` sit beside `spec`, not inside it, as in Dapr.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct Component {
     #[serde(default = "default_api_version")]
@@ -29,7 +30,7 @@ fn component_kind() -> String {
     "Component".to_owned()
 }
 
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct ComponentSpec {
     /// Component type such as `state.redis`.
@@ -47,7 +48,7 @@ pub struct ComponentSpec {
 }
 
 /// One `spec.metadata` entry: exactly one of `value`, `secretKeyRef`, `envRef`.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct MetadataItem {
     pub name: String,
@@ -60,14 +61,14 @@ pub struct MetadataItem {
     pub env_ref: Option<String>,
 }
 
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
 pub struct SecretKeyRef {
     pub name: String,
     #[serde(default)]
     pub key: String,
 }
 
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct ComponentAuth {
     #[serde(default, skip_serializing_if = "String::is_empty")]

@@ -1,6 +1,7 @@
 //! `dapr.io/v1alpha1` `HTTPEndpoint`: an external HTTP service that apps invoke
 //! by name through Dapr's service invocation API.
 
+use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
 use crate::{ComponentAuth, MetadataItem, ObjectMeta, SecretKeyRef};
@@ -9,7 +10,7 @@ use crate::{ComponentAuth, MetadataItem, ObjectMeta, SecretKeyRef};
 pub const HTTP_ENDPOINT_KIND: &str = "HTTPEndpoint";
 
 /// `auth` and `scopes` sit beside `spec`, as on a Component.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct HttpEndpoint {
     #[serde(default = "default_api_version")]
@@ -33,7 +34,7 @@ fn default_kind() -> String {
     HTTP_ENDPOINT_KIND.to_owned()
 }
 
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct HttpEndpointSpec {
     /// Scheme, host and optional port/path prefix, e.g. `https://api.example.com`.
@@ -47,7 +48,7 @@ pub struct HttpEndpointSpec {
 }
 
 /// TLS material for calling the endpoint (a private root CA, a client certificate).
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct ClientTls {
     #[serde(rename = "rootCA", default, skip_serializing_if = "Option::is_none")]
@@ -62,7 +63,7 @@ pub struct ClientTls {
 }
 
 /// A PEM document given inline (`value`) or by a secret reference.
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct TlsDocument {
     #[serde(default, skip_serializing_if = "Option::is_none")]

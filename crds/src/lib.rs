@@ -5,10 +5,12 @@
 
 mod component;
 mod configuration;
+pub mod crd;
 mod httpendpoint;
 mod meta;
 mod resiliency;
 mod resource;
+pub mod subscription;
 
 pub use component::{Component, ComponentAuth, ComponentSpec, MetadataItem, SecretKeyRef};
 pub use configuration::{
@@ -26,6 +28,10 @@ pub use resiliency::{
     ResiliencySpec, ResiliencyTargets, RetryMatchingSpec, RetryPolicySpec, resiliencies,
 };
 pub use resource::{ParseError, Resource, parse_documents};
+pub use subscription::{
+    SUBSCRIPTION_KIND, subscription_from_document, v1alpha1 as subscription_v1alpha1,
+    v2alpha1 as subscription_v2alpha1,
+};
 
 /// The API group of every dapr resource.
 pub const GROUP: &str = "dapr.io";

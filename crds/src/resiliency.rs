@@ -6,6 +6,7 @@
 
 use std::collections::BTreeMap;
 
+use schemars::JsonSchema;
 use serde::{Deserialize, Deserializer, Serialize};
 
 use crate::{ObjectMeta, Resource};
@@ -13,7 +14,7 @@ use crate::{ObjectMeta, Resource};
 /// The `kind` of a Resiliency document.
 pub const RESILIENCY_KIND: &str = "Resiliency";
 
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct Resiliency {
     #[serde(default)]
@@ -33,7 +34,7 @@ pub struct Resiliency {
     pub scopes: Vec<String>,
 }
 
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct ResiliencySpec {
     #[serde(default, deserialize_with = "nullable")]
@@ -42,7 +43,7 @@ pub struct ResiliencySpec {
     pub targets: ResiliencyTargets,
 }
 
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct ResiliencyPolicies {
     /// Policy name to Go duration (a bare integer is milliseconds).
@@ -66,7 +67,7 @@ pub struct ResiliencyPolicies {
     pub circuit_breakers: BTreeMap<String, CircuitBreakerPolicySpec>,
 }
 
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct RetryPolicySpec {
     /// `constant` (default) or `exponential`, case-insensitive.
@@ -94,7 +95,7 @@ pub struct RetryPolicySpec {
 }
 
 /// Which coded errors are retried: comma-separated codes and `a-b` ranges.
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
 pub struct RetryMatchingSpec {
     #[serde(
         rename = "httpStatusCodes",
@@ -112,7 +113,7 @@ pub struct RetryMatchingSpec {
     pub grpc_status_codes: Option<String>,
 }
 
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct CircuitBreakerPolicySpec {
     /// Requests let through while half-open (0 or absent means 1).
@@ -137,7 +138,7 @@ pub struct CircuitBreakerPolicySpec {
     pub trip: Option<String>,
 }
 
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct ResiliencyTargets {
     #[serde(
@@ -161,7 +162,7 @@ pub struct ResiliencyTargets {
 }
 
 /// Policy names for one direction of a component. Empty means none.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct PolicyNames {
     #[serde(
@@ -184,7 +185,7 @@ pub struct PolicyNames {
     pub circuit_breaker: String,
 }
 
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct AppTargetPolicies {
     #[serde(
@@ -210,7 +211,7 @@ pub struct AppTargetPolicies {
     pub circuit_breaker_cache_size: Option<u32>,
 }
 
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct ActorTargetPolicies {
     #[serde(
@@ -243,7 +244,7 @@ pub struct ActorTargetPolicies {
     pub circuit_breaker_cache_size: Option<u32>,
 }
 
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct ComponentTargetPolicies {
     /// Component to app (input bindings, pub/sub deliveries).
