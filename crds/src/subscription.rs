@@ -99,6 +99,11 @@ pub mod v2alpha1 {
         pub dead_letter_topic: String,
         #[serde(default)]
         pub bulk_subscribe: BulkSubscribe,
+        /// v1alpha1's single route. The CRD has no conversion webhook, so a
+        /// v1alpha1 object is stored as v2alpha1 with this field kept;
+        /// [`super::subscription_from_document`] moves it to `routes.default`.
+        #[serde(default, skip_serializing_if = "String::is_empty")]
+        pub route: String,
     }
 
     #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
@@ -146,6 +151,7 @@ pub mod v2alpha1 {
                     },
                     dead_letter_topic: v1.spec.dead_letter_topic,
                     bulk_subscribe: v1.spec.bulk_subscribe,
+                    route: String::new(),
                 },
                 scopes: v1.scopes,
             }
@@ -164,7 +170,12 @@ pub fn subscription_from_document(
     if api_version == "dapr.io/v1alpha1" {
         v1alpha1::Subscription::deserialize(document).map(Into::into)
     } else {
-        v2alpha1::Subscription::deserialize(document)
+        let mut s = v2alpha1::Subscription::deserialize(document)?;
+        let route = std::mem::take(&mut s.spec.route);
+        if s.spec.routes.default.is_empty() {
+            s.spec.routes.default = route;
+        }
+        Ok(s)
     }
 }
 
@@ -189,6 +200,17 @@ mod tests {
     }
 
     #[test]
+    fn stored_v1_route_is_the_v2_default() {
+        let doc = serde_json::json!({
+            "apiVersion": "dapr.io/v2alpha1", "kind": "Subscription",
+            "metadata": {"name": "orders"},
+            "spec": {"topic": "t", "pubsubname": "ps", "route": "/r"}
+        });
+        let s = subscription_from_document(&doc).unwrap();
+        assert_eq!((s.spec.routes.default.as_str(), s.spec.route.as_str()), ("/r", ""));
+    }
+
+    #[test]
     fn v2_rules_parse() {
         let doc = serde_json::json!({
             "apiVersion": "dapr.io/v2alpha1", "kind": "Subscription",
@@ -197,6 +219,7 @@ mod tests {
                      "routes": {"rules": [{"match": "event.type == \"x\"", "path": "/x"}], "default": "/d"}}
         });
         let s = subscription_from_document(&doc).unwrap();
+        assert_eq!(s.spec.routes.default, "/d");
         assert_eq!(s.spec.routes.rules[0].match_, "event.type == \"x\"");
         let back = serde_json::to_value(&s).unwrap();
         assert_eq!(
