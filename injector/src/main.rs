@@ -1,30 +1,40 @@
-//! `dapr-injector`: the sidecar injector webhook of the dapr-rs control plane.
-//! Not implemented yet beyond its command line (tracked by the Kubernetes issue).
+//! `dapr-injector` binary.
+
+use std::process::ExitCode;
 
 use clap::Parser;
+use dapr_injector::{app, cli::Args};
 
-/// Mutating admission webhook that adds the `daprd` container to annotated pods.
-#[derive(Parser, Debug)]
-#[command(name = "dapr-injector", version, about)]
-struct Args {
-    /// Port of the TLS webhook.
-    #[arg(long, default_value_t = 4000)]
-    port: u16,
-    /// Port of the healthz endpoint.
-    #[arg(long, default_value_t = 8080)]
-    healthz_port: u16,
-    /// Port of the Prometheus metrics endpoint.
-    #[arg(long, default_value_t = 9090)]
-    metrics_port: u16,
-    /// Log level: debug, info, warn, error.
-    #[arg(long, default_value = "info")]
-    log_level: String,
-}
-
-fn main() -> anyhow::Result<()> {
+fn main() -> ExitCode {
+    // ring is the only TLS crypto provider of dapr-rs.
+    let _ = rustls::crypto::ring::default_provider().install_default();
     let args = Args::parse();
-    tracing_subscriber::fmt()
-        .with_env_filter(args.log_level.as_str())
-        .init();
-    anyhow::bail!("dapr-injector is not implemented yet in this build (args: {args:?})")
+    let filter = tracing_subscriber::EnvFilter::try_new(&args.log_level)
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    if args.log_as_json {
+        tracing_subscriber::fmt()
+            .json()
+            .with_env_filter(filter)
+            .init();
+    } else {
+        tracing_subscriber::fmt().with_env_filter(filter).init();
+    }
+    tracing::info!(version = env!("CARGO_PKG_VERSION"), "starting Dapr sidecar injector");
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(r) => r,
+        Err(e) => {
+            tracing::error!(error = %e, "cannot start the async runtime");
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(app::run(args)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            tracing::error!(error = %format!("{e:#}"), "dapr-injector failed");
+            ExitCode::FAILURE
+        }
+    }
 }

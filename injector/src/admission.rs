@@ -1,0 +1,127 @@
+//! One AdmissionReview in, one out: decode, decide, patch or deny.
+
+use std::sync::Arc;
+
+use arc_swap::ArcSwap;
+use k8s_openapi::api::core::v1::Pod;
+use kube::core::{
+    DynamicObject,
+    admission::{AdmissionRequest, AdmissionResponse, AdmissionReview},
+};
+use thiserror::Error;
+
+use crate::{
+    annotations, authz::Allowed, metrics::Metrics, mtls::MtlsLookup, patch, settings::Settings,
+};
+
+/// A body that is not an AdmissionReview: answered with HTTP 400.
+#[derive(Debug, Error)]
+pub enum BadReview {
+    #[error("the request body is empty")]
+    Empty,
+    #[error("the request body is not an admission.k8s.io/v1 AdmissionReview: {0}")]
+    Decode(#[from] serde_json::Error),
+    #[error("the AdmissionReview has no request")]
+    NoRequest,
+}
+
+/// Everything a review needs, shared by all connections.
+pub struct Injector {
+    pub settings: Settings,
+    pub allowed: Allowed,
+    /// PEM trust anchors handed to daprd (`DAPR_TRUST_ANCHORS`).
+    pub trust_anchors: Arc<ArcSwap<String>>,
+    pub mtls: MtlsLookup,
+    pub metrics: Arc<Metrics>,
+}
+
+fn diag_app_id(pod: &Pod) -> String {
+    pod.metadata
+        .annotations
+        .as_ref()
+        .and_then(|a| a.get(annotations::APP_ID).cloned())
+        .or_else(|| patch::derived_app_id(pod))
+        .unwrap_or_default()
+}
+
+impl Injector {
+    /// Reviews a raw body; the bytes returned are the AdmissionReview answer.
+    pub async fn review(&self, body: &[u8]) -> Result<Vec<u8>, BadReview> {
+        self.metrics.request();
+        if body.is_empty() {
+            return Err(BadReview::Empty);
+        }
+        let review: AdmissionReview<DynamicObject> = serde_json::from_slice(body)?;
+        let req: AdmissionRequest<DynamicObject> =
+            review.try_into().map_err(|_| BadReview::NoRequest)?;
+        let resp = self.decide(&req).await;
+        Ok(serde_json::to_vec(&resp.into_review())?)
+    }
+
+    async fn decide(&self, req: &AdmissionRequest<DynamicObject>) -> AdmissionResponse {
+        let allow = AdmissionResponse::from(req);
+        if req.kind.kind != "Pod" {
+            tracing::error!(kind = %req.kind.kind, "invalid kind for review");
+            return allow;
+        }
+        let Some(obj) = &req.object else {
+            return allow;
+        };
+        let pod: Pod = match serde_json::to_value(obj).and_then(serde_json::from_value) {
+            Ok(p) => p,
+            Err(e) => {
+                return deny(allow, format!("could not parse the pod in the request: {e}"));
+            }
+        };
+        let empty = Default::default();
+        if !annotations::dapr_enabled(pod.metadata.annotations.as_ref().unwrap_or(&empty)) {
+            return allow;
+        }
+        let app_id = diag_app_id(&pod);
+        let user = req.user_info.username.as_deref().unwrap_or_default();
+        let groups = req.user_info.groups.as_deref().unwrap_or_default();
+        if !self.allowed.permits(user, groups) {
+            tracing::error!(
+                user,
+                app_id,
+                "service account not on the list of allowed controller accounts; pod admitted without a sidecar"
+            );
+            self.metrics.failed(&app_id, "pod_patch");
+            return allow;
+        }
+        let namespace = req.namespace.as_deref().unwrap_or("default");
+        let anchors = self.trust_anchors.load();
+        let mtls_enabled = self.mtls.enabled().await;
+        let request = patch::Request {
+            namespace,
+            trust_anchors: anchors.as_str(),
+            mtls_enabled,
+        };
+        match patch::build(&pod, &self.settings, &request) {
+            Ok(None) => allow,
+            Ok(Some(p)) => match allow.clone().with_patch(p) {
+                Ok(r) => {
+                    tracing::info!(app_id, namespace, "sidecar injector succeeded injection");
+                    self.metrics.succeeded(&app_id);
+                    r
+                }
+                Err(e) => {
+                    self.metrics.failed(&app_id, "patch");
+                    deny(allow, format!("serializing the patch: {e}"))
+                }
+            },
+            Err(e) => {
+                tracing::warn!(app_id, namespace, error = %e, "sidecar injection refused");
+                self.metrics.failed(&app_id, "patch");
+                deny(allow, e.to_string())
+            }
+        }
+    }
+}
+
+fn deny(resp: AdmissionResponse, message: String) -> AdmissionResponse {
+    let mut r = resp.deny(message);
+    r.result.code = 400;
+    r.result.reason = "BadRequest".to_owned();
+    r
+}
