@@ -8,6 +8,7 @@ pub mod error;
 pub mod hotreload;
 pub mod invoke;
 pub mod middleware;
+pub mod mtls;
 pub mod options;
 pub mod resources;
 pub mod run;

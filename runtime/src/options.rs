@@ -114,9 +114,16 @@ pub struct Options {
     /// Namespace of the control plane.
     #[arg(long, env = "DAPR_CONTROLPLANE_NAMESPACE", default_value = "default")]
     pub control_plane_namespace: String,
-    /// Enable mTLS between sidecars.
+    /// Enable mTLS between sidecars (certificate from --sentry-address).
     #[arg(long)]
     pub enable_mtls: bool,
+    /// PEM trust anchors file, reloaded when it changes (alternative to
+    /// the DAPR_TRUST_ANCHORS environment variable).
+    #[arg(long)]
+    pub trust_anchors_file: Option<PathBuf>,
+    /// Seconds to keep retrying Sentry at start before failing (dapr-rs).
+    #[arg(long, env = "DAPR_RS_SENTRY_WAIT_SECONDS", default_value_t = 30)]
+    pub sentry_wait_seconds: u64,
     /// CORS allowed origins, comma-separated (CORS off when empty).
     #[arg(long, default_value = "")]
     pub allowed_origins: String,

@@ -27,6 +27,7 @@ use crate::{
         grpc_proxy::{self, GrpcRelay, ProxyState},
     },
     middleware,
+    mtls::{self, SidecarMtls},
     options::{Mode, Options},
     resources::{self, Sourced},
     sidecar::Sidecar,
@@ -155,16 +156,24 @@ pub async fn run(opts: Options) -> anyhow::Result<()> {
     if let Some(e) = resiliency_errors.first() {
         bail!("invalid Resiliency resource: {e}");
     }
-    let invoker = Arc::new(
-        Invoker::new(
-            opts.app_id.clone(),
-            namespace.clone(),
-            AppChannel::from_options(&opts),
-            resolver.clone(),
-            max_message,
-        )
-        .with_policies(resiliency, acl),
-    );
+    // The certificate is requested with the app trust domain, as in Dapr.
+    let mtls = if opts.enable_mtls {
+        Some(SidecarMtls::start(&opts, &opts.app_id, &namespace, acl.trust_domain()).await?)
+    } else {
+        None
+    };
+    let mut invoker = Invoker::new(
+        opts.app_id.clone(),
+        namespace.clone(),
+        AppChannel::from_options(&opts),
+        resolver.clone(),
+        max_message,
+    )
+    .with_policies(resiliency, acl);
+    if let Some(m) = &mtls {
+        invoker = invoker.with_mtls(m.clone());
+    }
+    let invoker = Arc::new(invoker);
     let sidecar = Sidecar::new(&opts, registry, invoker.clone(), api_token, features);
     let loader = Arc::new(ComponentLoader {
         app_id: opts.app_id.clone(),
@@ -265,13 +274,24 @@ pub async fn run(opts: Options) -> anyhow::Result<()> {
                 .fallback_service(
                     axum::routing::any(grpc_proxy::internal_fallback).with_state(proxy.clone()),
                 );
-        spawn_h2_server(
-            &mut servers,
-            internal,
-            router,
-            sidecar.shutdown.clone(),
-            "internal gRPC server",
-        );
+        match &mtls {
+            Some(m) => {
+                let config = Arc::new(m.internal_server_config()?);
+                let token = sidecar.shutdown.clone();
+                servers.spawn(async move {
+                    mtls::serve_mtls(internal, config, router, token)
+                        .await
+                        .context("internal gRPC server (mTLS)")
+                });
+            }
+            None => spawn_h2_server(
+                &mut servers,
+                internal,
+                router,
+                sidecar.shutdown.clone(),
+                "internal gRPC server",
+            ),
+        }
     }
     resolver
         .register(&Instance {

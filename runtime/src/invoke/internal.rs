@@ -18,6 +18,8 @@ use http::HeaderMap;
 use http_body_util::BodyExt;
 use tonic::{Request, Response, Status, Streaming};
 
+use crate::mtls::VerifiedCaller;
+
 use super::{
     InvokeRequest, Invoker, body_chunks, headers_to_metadata, metadata_to_headers, verb_from_proto,
 };
@@ -39,8 +41,28 @@ type ResponseStream =
     Pin<Box<dyn Stream<Item = Result<internals::InternalInvokeResponseStream, Status>> + Send>>;
 
 impl InternalServer {
-    /// Access control on the callee, against the caller's identity.
-    fn authorize(&self, req: &internals::InternalInvokeRequest) -> Result<(), Status> {
+    /// Access control on the callee, against the caller's identity. Under
+    /// mTLS the identity is the verified certificate's, and it replaces
+    /// whatever caller metadata the request carried (the app sees it as
+    /// `dapr-caller-app-id` / `dapr-caller-namespace`).
+    fn authorize(
+        &self,
+        req: &mut internals::InternalInvokeRequest,
+        verified: Option<&VerifiedCaller>,
+    ) -> Result<(), Status> {
+        if let Some(VerifiedCaller(id)) = verified {
+            for (k, v) in [
+                (super::CALLER_APP_ID, id.app_id()),
+                (super::CALLER_NAMESPACE, id.namespace()),
+            ] {
+                req.metadata.insert(
+                    k.to_owned(),
+                    internals::ListStringValue {
+                        values: vec![v.to_owned()],
+                    },
+                );
+            }
+        }
         let acl = &self.invoker.acl;
         let first = |k: &str| {
             req.metadata
@@ -62,7 +84,10 @@ impl InternalServer {
             .and_then(|m| m.http_extension.as_ref())
             .map(|e| verb_from_proto(e.verb).to_string());
         let caller_id = first(super::CALLER_APP_ID);
-        let decision = if caller_id.is_empty() {
+        let decision = if let Some(VerifiedCaller(id)) = verified {
+            let caller = CallerIdentity::new(id.app_id(), id.namespace(), id.trust_domain());
+            acl.check(&caller, &operation, verb.as_deref())
+        } else if caller_id.is_empty() {
             acl.check_unauthenticated()
         } else {
             // Self-hosted sidecars without NAMESPACE are in "default", as in Dapr.
@@ -162,8 +187,9 @@ impl ServiceInvocation for InternalServer {
         &self,
         req: Request<internals::InternalInvokeRequest>,
     ) -> Result<Response<internals::InternalInvokeResponse>, Status> {
-        let req = req.into_inner();
-        self.authorize(&req)?;
+        let verified = req.extensions().get::<VerifiedCaller>().cloned();
+        let mut req = req.into_inner();
+        self.authorize(&mut req, verified.as_ref())?;
         let data = req
             .message
             .as_ref()
@@ -196,23 +222,19 @@ impl ServiceInvocation for InternalServer {
         &self,
         req: Request<Streaming<internals::InternalInvokeRequestStream>>,
     ) -> Result<Response<ResponseStream>, Status> {
+        let verified = req.extensions().get::<VerifiedCaller>().cloned();
         let mut inbound = req.into_inner();
         let first = inbound
             .message()
             .await?
             .ok_or_else(|| Status::invalid_argument("empty invocation stream"))?;
-        let head = first.request.ok_or_else(|| {
+        let mut head = first.request.ok_or_else(|| {
             Status::invalid_argument("the first stream message must carry the request")
         })?;
-        self.authorize(&head)?;
-        let first_payload = first.payload.map(|p| Ok::<_, Status>(Bytes::from(p.data)));
-        let rest = inbound.filter_map(|m| async move {
-            match m {
-                Ok(m) => m.payload.map(|p| Ok(Bytes::from(p.data))),
-                Err(e) => Some(Err(e)),
-            }
-        });
-        let body = Body::from_stream(futures::stream::iter(first_payload).chain(rest));
+        self.authorize(&mut head, verified.as_ref())?;
+        // The request stream stays open until the response is sent (see inbound.rs).
+        let (body, guard) =
+            super::inbound::request_body(first.payload.map(|p| Bytes::from(p.data)), inbound);
         let invoke = Self::to_invoke_request(head, body)?;
         let resp = self
             .invoker
@@ -235,7 +257,12 @@ impl ServiceInvocation for InternalServer {
                     }),
                 })
             });
-        let out = futures::stream::once(async move { Ok(first) }).chain(chunks);
+        let out = futures::stream::once(async move { Ok(first) })
+            .chain(chunks)
+            .map(move |m| {
+                let _held_until_sent = &guard;
+                m
+            });
         Ok(Response::new(Box::pin(out)))
     }
 }

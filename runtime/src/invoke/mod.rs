@@ -82,6 +82,9 @@ pub struct Invoker {
     resolver: Arc<dyn NameResolver>,
     clients: RwLock<HashMap<String, ServiceInvocationClient<Channel>>>,
     max_message_size: usize,
+    /// With `--enable-mtls`: channels to other sidecars use mutual TLS and
+    /// accept only the target's SPIFFE id.
+    mtls: Option<Arc<crate::mtls::SidecarMtls>>,
 }
 
 impl Invoker {
@@ -102,11 +105,18 @@ impl Invoker {
             resolver,
             clients: RwLock::new(HashMap::new()),
             max_message_size,
+            mtls: None,
         }
     }
 
     pub fn resolver(&self) -> &Arc<dyn NameResolver> {
         &self.resolver
+    }
+
+    /// Sidecar-to-sidecar calls over mTLS.
+    pub fn with_mtls(mut self, mtls: Arc<crate::mtls::SidecarMtls>) -> Self {
+        self.mtls = Some(mtls);
+        self
     }
 
     pub fn with_policies(mut self, resiliency: ResiliencyRegistry, acl: AccessControl) -> Self {
@@ -247,26 +257,41 @@ impl Invoker {
         app.call_http(req.verb, &path, &req.headers, req.body).await
     }
 
-    fn client(&self, address: &str) -> Result<ServiceInvocationClient<Channel>, ApiError> {
+    fn client(
+        &self,
+        address: &str,
+        target: &Target,
+    ) -> Result<ServiceInvocationClient<Channel>, ApiError> {
+        // Under mTLS a channel only accepts one identity, so key by it too.
+        let key = match &self.mtls {
+            Some(_) => format!("{address}|{}.{}", target.app_id, target.namespace),
+            None => address.to_owned(),
+        };
         if let Some(c) = self
             .clients
             .read()
             .unwrap_or_else(|e| e.into_inner())
-            .get(address)
+            .get(&key)
         {
             return Ok(c.clone());
         }
-        let endpoint = Endpoint::from_shared(format!("http://{address}"))
-            .map_err(|e| ApiError::Internal(format!("bad sidecar address {address}: {e}")))?
-            .tcp_nodelay(true)
-            .connect_timeout(std::time::Duration::from_secs(5));
-        let client = ServiceInvocationClient::new(endpoint.connect_lazy())
+        let channel = match &self.mtls {
+            Some(mtls) => mtls
+                .channel_to(address, &target.app_id, &target.namespace)
+                .map_err(|e| ApiError::Internal(format!("bad sidecar address {address}: {e}")))?,
+            None => Endpoint::from_shared(format!("http://{address}"))
+                .map_err(|e| ApiError::Internal(format!("bad sidecar address {address}: {e}")))?
+                .tcp_nodelay(true)
+                .connect_timeout(std::time::Duration::from_secs(5))
+                .connect_lazy(),
+        };
+        let client = ServiceInvocationClient::new(channel)
             .max_decoding_message_size(self.max_message_size)
             .max_encoding_message_size(self.max_message_size);
         self.clients
             .write()
             .unwrap_or_else(|e| e.into_inner())
-            .insert(address.to_owned(), client.clone());
+            .insert(key, client.clone());
         Ok(client)
     }
 
@@ -289,7 +314,7 @@ impl Invoker {
                 }
                 other => invoke_err(other.to_string()),
             })?;
-        let mut client = self.client(&address)?;
+        let mut client = self.client(&address, target)?;
 
         let mut metadata = headers_to_metadata(&req.headers);
         let caller = [
