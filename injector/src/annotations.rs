@@ -665,8 +665,8 @@ mod tests {
         assert!(validate_app_id("").is_err());
         assert!(validate_app_id("Orders").is_err());
         assert!(validate_app_id("-x").is_err());
-        assert!(validate_app_id(&"a".repeat(59)).is_ok());
-        assert!(validate_app_id(&"a".repeat(60)).is_err());
+        assert!(validate_app_id(&"a".repeat(58)).is_ok());
+        assert!(validate_app_id(&"a".repeat(59)).is_err());
     }
 
     #[test]
