@@ -38,6 +38,8 @@ fn expected_default_objects() -> BTreeSet<(String, String)> {
         ("RoleBinding", "dapr-sentry"),
         ("ClusterRole", "dapr-injector"),
         ("ClusterRoleBinding", "dapr-injector"),
+        ("Role", "dapr-injector"),
+        ("RoleBinding", "dapr-injector"),
         ("Role", "secret-reader"),
         ("RoleBinding", "dapr-secret-reader"),
         ("MutatingWebhookConfiguration", "dapr-sidecar-injector"),
@@ -300,29 +302,6 @@ fn rbac_is_least_privilege() {
             "dapr-placement is bound to a role"
         );
     }
-}
-
-/// The watchdog's pod rights appear only when the watchdog is on.
-#[test]
-fn operator_pod_rights_only_with_the_watchdog() {
-    let has_pods = |docs: &[Value]| {
-        get(docs, "ClusterRole", "dapr-operator-admin")["rules"]
-            .as_array()
-            .into_iter()
-            .flatten()
-            .any(|r| {
-                r["resources"]
-                    .as_array()
-                    .into_iter()
-                    .flatten()
-                    .any(|x| x == "pods")
-            })
-    };
-    assert!(!has_pods(&render(&[])));
-    assert!(has_pods(&render(&[
-        "--set",
-        "dapr_operator.watchInterval=30s"
-    ])));
 }
 
 fn pdbs(docs: &[Value]) -> Vec<&Value> {
@@ -851,7 +830,7 @@ fn scheduling_values_reach_every_pod() {
         );
         let a = args(&containers(w)[0]);
         assert!(
-            a.contains(&"--log-as-json=true".to_string()),
+            a.contains(&"--log-as-json".to_string()),
             "{}: {a:?}",
             name(w)
         );

@@ -138,7 +138,7 @@ readinessProbe:
 - "--log-level"
 - {{ .c.logLevel | quote }}
 {{- if .root.Values.global.logAsJson }}
-- "--log-as-json=true"
+- "--log-as-json"
 {{- end }}
 {{- if .root.Values.global.prometheus.enabled }}
 - "--enable-metrics=true"
