@@ -4,10 +4,13 @@ use std::sync::Arc;
 
 use arc_swap::ArcSwap;
 use k8s_openapi::api::core::v1::Pod;
+use base64::{Engine, engine::general_purpose::STANDARD};
+use json_patch::Patch;
 use kube::core::{
     DynamicObject,
-    admission::{AdmissionRequest, AdmissionResponse, AdmissionReview},
+    admission::{AdmissionRequest, AdmissionReview},
 };
+use serde::Serialize;
 use thiserror::Error;
 
 use crate::{
@@ -54,12 +57,12 @@ impl Injector {
         let review: AdmissionReview<DynamicObject> = serde_json::from_slice(body)?;
         let req: AdmissionRequest<DynamicObject> =
             review.try_into().map_err(|_| BadReview::NoRequest)?;
-        let resp = self.decide(&req).await;
-        Ok(serde_json::to_vec(&resp.into_review())?)
+        let decision = self.decide(&req).await;
+        Ok(serde_json::to_vec(&ReviewOut::new(&req, decision)?)?)
     }
 
-    async fn decide(&self, req: &AdmissionRequest<DynamicObject>) -> AdmissionResponse {
-        let allow = AdmissionResponse::from(req);
+    async fn decide(&self, req: &AdmissionRequest<DynamicObject>) -> Decision {
+        let allow = Decision::Allow;
         if req.kind.kind != "Pod" {
             tracing::error!(kind = %req.kind.kind, "invalid kind for review");
             return allow;
@@ -70,7 +73,7 @@ impl Injector {
         let pod: Pod = match serde_json::to_value(obj).and_then(serde_json::from_value) {
             Ok(p) => p,
             Err(e) => {
-                return deny(allow, format!("could not parse the pod in the request: {e}"));
+                return Decision::Deny(format!("could not parse the pod in the request: {e}"));
             }
         };
         let empty = Default::default();
@@ -99,29 +102,95 @@ impl Injector {
         };
         match patch::build(&pod, &self.settings, &request) {
             Ok(None) => allow,
-            Ok(Some(p)) => match allow.clone().with_patch(p) {
-                Ok(r) => {
-                    tracing::info!(app_id, namespace, "sidecar injector succeeded injection");
-                    self.metrics.succeeded(&app_id);
-                    r
-                }
-                Err(e) => {
-                    self.metrics.failed(&app_id, "patch");
-                    deny(allow, format!("serializing the patch: {e}"))
-                }
-            },
+            Ok(Some(p)) => {
+                tracing::info!(app_id, namespace, "sidecar injector succeeded injection");
+                self.metrics.succeeded(&app_id);
+                Decision::Patch(p)
+            }
             Err(e) => {
                 tracing::warn!(app_id, namespace, error = %e, "sidecar injection refused");
                 self.metrics.failed(&app_id, "patch");
-                deny(allow, e.to_string())
+                Decision::Deny(e.to_string())
             }
         }
     }
 }
 
-fn deny(resp: AdmissionResponse, message: String) -> AdmissionResponse {
-    let mut r = resp.deny(message);
-    r.result.code = 400;
-    r.result.reason = "BadRequest".to_owned();
-    r
+/// What to answer.
+enum Decision {
+    Allow,
+    Patch(Patch),
+    Deny(String),
+}
+
+/// The answer, serialized here rather than with kube's `AdmissionResponse`
+/// because that one writes `patch` as an array of numbers; the API (and
+/// Dapr) send it base64-encoded, which is also 3-4x smaller.
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+struct ReviewOut<'a> {
+    api_version: &'a str,
+    kind: &'a str,
+    response: ResponseOut<'a>,
+}
+
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+struct ResponseOut<'a> {
+    uid: &'a str,
+    allowed: bool,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    status: Option<StatusOut>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    patch: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    patch_type: Option<&'static str>,
+}
+
+#[derive(Serialize)]
+struct StatusOut {
+    status: &'static str,
+    message: String,
+    reason: &'static str,
+    code: u16,
+}
+
+impl<'a> ReviewOut<'a> {
+    fn new(
+        req: &'a AdmissionRequest<DynamicObject>,
+        d: Decision,
+    ) -> Result<Self, serde_json::Error> {
+        let mut response = ResponseOut {
+            uid: &req.uid,
+            allowed: true,
+            status: None,
+            patch: None,
+            patch_type: None,
+        };
+        match d {
+            Decision::Allow => {}
+            Decision::Patch(p) => {
+                response.patch = Some(STANDARD.encode(serde_json::to_vec(&p)?));
+                response.patch_type = Some("JSONPatch");
+            }
+            Decision::Deny(message) => {
+                response.allowed = false;
+                response.status = Some(StatusOut {
+                    status: "Failure",
+                    message,
+                    reason: "BadRequest",
+                    code: 400,
+                });
+            }
+        }
+        Ok(Self {
+            api_version: if req.types.api_version.is_empty() {
+                "admission.k8s.io/v1"
+            } else {
+                &req.types.api_version
+            },
+            kind: "AdmissionReview",
+            response,
+        })
+    }
 }
