@@ -59,6 +59,9 @@ pub enum AppError {
     /// The gRPC server failed.
     #[error("gRPC server: {0}")]
     Grpc(#[from] tonic::transport::Error),
+    /// `--tls-enabled`: no identity from Sentry.
+    #[error("mTLS: {0}")]
+    Identity(#[from] dapr_security::identity::IdentityError),
 }
 
 async fn bind(addr: std::net::SocketAddr) -> Result<TcpListener, AppError> {
@@ -179,17 +182,42 @@ pub async fn run(opts: Options) -> Result<(), AppError> {
     // gRPC.
     let grpc_addr = bind_addr(&opts.listen_address, opts.port)?;
     let grpc_listener = bind(grpc_addr).await?;
-    let incoming = TcpListenerStream::new(grpc_listener);
+    // Kept alive for the whole run: dropping it stops certificate renewal.
+    let identity = if opts.tls_enabled {
+        Some(obtain_identity(&opts).await?)
+    } else {
+        None
+    };
     let service = PlacementService::new(&opts.id, slot.clone());
-    ready.store(true, Ordering::Relaxed);
-    info!(addr = %grpc_addr, "placement gRPC server listening");
-    let result = tonic::transport::Server::builder()
+    let server = tonic::transport::Server::builder()
         .http2_keepalive_interval(Some(opts.keepalive_time))
         .http2_keepalive_timeout(Some(opts.keepalive_timeout))
         .tcp_nodelay(true)
-        .add_service(service)
-        .serve_with_incoming_shutdown(incoming, shutdown_signal())
-        .await;
+        .add_service(service);
+    ready.store(true, Ordering::Relaxed);
+    info!(addr = %grpc_addr, tls = identity.is_some(), "placement gRPC server listening");
+    let result = match &identity {
+        Some(id) => {
+            let tls = std::sync::Arc::new(id.sidecar_server_config()?);
+            let incoming = dapr_security::net::tls_incoming(
+                grpc_listener,
+                tls,
+                dapr_security::net::HANDSHAKE_TIMEOUT,
+            );
+            server
+                .serve_with_incoming_shutdown(incoming, shutdown_signal())
+                .await
+        }
+        None => {
+            server
+                .serve_with_incoming_shutdown(
+                    TcpListenerStream::new(grpc_listener),
+                    shutdown_signal(),
+                )
+                .await
+        }
+    };
+    drop(identity);
     ready.store(false, Ordering::Relaxed);
     info!("shutting down");
     if let Some(tx) = slot.take() {
@@ -200,6 +228,25 @@ pub async fn run(opts: Options) -> Result<(), AppError> {
     }
     result?;
     Ok(())
+}
+
+/// `--tls-enabled`: this service's SVID from Sentry, with Dapr's flags.
+async fn obtain_identity(
+    opts: &Options,
+) -> Result<dapr_security::controlplane::Identity, AppError> {
+    use dapr_security::controlplane::{ControlPlaneConfig, Identity};
+    let mut cfg = ControlPlaneConfig::new("dapr-placement", opts.sentry_address.clone());
+    if cfg.sentry_address.is_empty() {
+        cfg.sentry_address = format!("dapr-sentry.{}.svc:443", cfg.namespace);
+    }
+    cfg.trust_domain = opts.trust_domain.clone();
+    cfg.trust_anchors_file = opts.trust_anchors_file.clone().into();
+    cfg.kubernetes = opts.mode == "kubernetes";
+    let identity = Identity::obtain(cfg.into_identity_config()).await?;
+    if let Some(id) = identity.id() {
+        info!(%id, "mTLS enabled: certificate from Sentry");
+    }
+    Ok(identity)
 }
 
 /// Forms the cluster: the node with the lowest id initializes it (after a

@@ -87,16 +87,18 @@ pub struct Options {
     /// Log as JSON.
     #[arg(long, default_value_t = false, action = clap::ArgAction::Set, num_args = 0..=1, default_missing_value = "true")]
     pub log_as_json: bool,
-    /// mTLS towards sidecars (accepted; wired with Sentry later).
+    /// Serve gRPC with mTLS: a certificate from Sentry for
+    /// `spiffe://<trust-domain>/ns/<NAMESPACE>/dapr-placement`; sidecars
+    /// must present certificates chained to the trust anchors.
     #[arg(long, default_value_t = false, action = clap::ArgAction::Set, num_args = 0..=1, default_missing_value = "true")]
     pub tls_enabled: bool,
     /// Trust domain of the control plane.
     #[arg(long, default_value = "localhost")]
     pub trust_domain: String,
-    /// Trust anchors file.
+    /// Trust anchors file (PEM), reloaded when it changes.
     #[arg(long, default_value = "/var/run/secrets/dapr.io/tls/ca.crt")]
     pub trust_anchors_file: String,
-    /// Sentry address.
+    /// Sentry address (default `dapr-sentry.<NAMESPACE>.svc:443`).
     #[arg(long, default_value = "")]
     pub sentry_address: String,
     /// Runtime mode: standalone or kubernetes.

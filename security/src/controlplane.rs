@@ -24,6 +24,9 @@ use crate::{
     tls::PeerAuthorizer,
 };
 
+/// Overrides the 30 s bound on waiting for Sentry at start (seconds; dapr-rs).
+pub const SENTRY_WAIT_ENV: &str = "DAPR_RS_SENTRY_WAIT_SECONDS";
+
 /// Settings a control-plane binary takes from its flags (Dapr's names:
 /// `--sentry-address`, `--trust-domain`, `--trust-anchors-file`, and the
 /// `NAMESPACE` environment variable).
@@ -46,7 +49,8 @@ pub struct ControlPlaneConfig {
 }
 
 impl ControlPlaneConfig {
-    /// Dapr's defaults for `service`; `NAMESPACE` from the environment.
+    /// Dapr's defaults for `service`; `NAMESPACE` and
+    /// `DAPR_RS_SENTRY_WAIT_SECONDS` from the environment.
     pub fn new(service: impl Into<String>, sentry_address: impl Into<String>) -> Self {
         Self {
             service: service.into(),
@@ -58,7 +62,11 @@ impl ControlPlaneConfig {
                 .unwrap_or_else(|| "default".into()),
             trust_anchors_file: crate::CONTROL_PLANE_TRUST_ANCHORS_PATH.into(),
             kubernetes: false,
-            sentry_wait: DEFAULT_SENTRY_WAIT,
+            sentry_wait: std::env::var(SENTRY_WAIT_ENV)
+                .ok()
+                .and_then(|s| s.parse::<u64>().ok())
+                .map(|s| Duration::from_secs(s.max(1)))
+                .unwrap_or(DEFAULT_SENTRY_WAIT),
         }
     }
 
