@@ -18,6 +18,14 @@ impl TestNamespace {
     pub(crate) fn create(cluster_kubectl: &Kubectl, prefix: &str) -> Result<Self, E2eError> {
         let name = unique_name(prefix);
         cluster_kubectl.run(&["create", "namespace", &name])?;
+        // Pods are refused until the controller-manager has made the namespace's `default` ServiceAccount.
+        let deadline = std::time::Instant::now() + Duration::from_secs(30);
+        while let Err(e) = cluster_kubectl.run(&["-n", &name, "get", "serviceaccount", "default"]) {
+            if std::time::Instant::now() >= deadline {
+                return Err(e);
+            }
+            std::thread::sleep(Duration::from_millis(200));
+        }
         Ok(Self {
             kubectl: cluster_kubectl.in_namespace(&name),
             cluster_kubectl: cluster_kubectl.clone(),
@@ -66,8 +74,14 @@ impl TestNamespace {
                 .filter(|p| pod_is_ready(p))
                 .map(|p| {
                     (
-                        p["metadata"]["name"].as_str().unwrap_or_default().to_string(),
-                        p["status"]["podIP"].as_str().unwrap_or_default().to_string(),
+                        p["metadata"]["name"]
+                            .as_str()
+                            .unwrap_or_default()
+                            .to_string(),
+                        p["status"]["podIP"]
+                            .as_str()
+                            .unwrap_or_default()
+                            .to_string(),
                     )
                 })
                 .collect();
@@ -97,15 +111,19 @@ impl TestNamespace {
 impl Drop for TestNamespace {
     fn drop(&mut self) {
         if std::thread::panicking() {
-            eprintln!("---- namespace {} at failure ----\n{}", self.name, self.describe());
+            eprintln!(
+                "---- namespace {} at failure ----\n{}",
+                self.name,
+                self.describe()
+            );
             if std::env::var_os("DAPR_RS_E2E_KEEP").is_some() {
                 eprintln!("DAPR_RS_E2E_KEEP set: namespace {} kept", self.name);
                 return;
             }
         }
-        if let Err(e) = self
-            .cluster_kubectl
-            .run(&["delete", "namespace", &self.name, "--wait=false"])
+        if let Err(e) =
+            self.cluster_kubectl
+                .run(&["delete", "namespace", &self.name, "--wait=false"])
         {
             eprintln!("warning: deleting namespace {}: {e}", self.name);
         }
@@ -130,7 +148,11 @@ pub fn unique_name(prefix: &str) -> String {
         .collect();
     let clean = clean.trim_matches('-');
     let id = uuid::Uuid::new_v4().simple().to_string();
-    format!("{}-{}", if clean.is_empty() { "e2e" } else { clean }, &id[..8])
+    format!(
+        "{}-{}",
+        if clean.is_empty() { "e2e" } else { clean },
+        &id[..8]
+    )
 }
 
 #[cfg(test)]

@@ -62,10 +62,13 @@ pub async fn request(
             source,
         })?;
     let call = async {
-        let resp = client.request(req).await.map_err(|source| ClientError::Send {
-            url: url.to_string(),
-            source,
-        })?;
+        let resp = client
+            .request(req)
+            .await
+            .map_err(|source| ClientError::Send {
+                url: url.to_string(),
+                source,
+            })?;
         let status = resp.status();
         let content_type = resp
             .headers()

@@ -43,8 +43,6 @@ async fn main() -> ExitCode {
 }
 
 fn usage(problem: &str) -> ExitCode {
-    eprintln!(
-        "e2e-app: {problem}\nusage: e2e-app [serve] | get URL [TIMEOUT_MS] | resolve NAME"
-    );
+    eprintln!("e2e-app: {problem}\nusage: e2e-app [serve] | get URL [TIMEOUT_MS] | resolve NAME");
     ExitCode::from(64)
 }

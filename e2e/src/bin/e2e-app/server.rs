@@ -176,7 +176,10 @@ mod tests {
             .route(
                 "/v1.0/state/{store}/{key}",
                 get(|Path((s, k)): Path<(String, String)>| async move {
-                    ([(header::CONTENT_TYPE, "application/json")], format!("\"{s}/{k}\""))
+                    (
+                        [(header::CONTENT_TYPE, "application/json")],
+                        format!("\"{s}/{k}\""),
+                    )
                 }),
             )
             .route(
