@@ -355,9 +355,10 @@ egress_rules() {
 	iptables -t filter -A FORWARD -j "$FWD_CHAIN"
 }
 
-# Removes every rule and chain named KUBE-* (kubelet, kube-proxy) or DAPR-RS-* (ours), v4 and v6.
+# ipt_purge REGEX: removes every rule jumping to, and every chain named, REGEX (v4 and v6).
+# After our cluster ran: KUBE- (kubelet, kube-proxy) and DAPR-RS-; otherwise only DAPR-RS-.
 ipt_purge() {
-	local ipt save t rule chains c
+	local re=$1 ipt save t rule chains c
 	for ipt in iptables ip6tables; do
 		command -v "$ipt" >/dev/null || continue
 		save=${ipt}-save
@@ -366,8 +367,8 @@ ipt_purge() {
 			while read -r rule; do
 				[[ -n $rule ]] || continue
 				eval "$ipt -t $t -D ${rule#-A }" 2>/dev/null || true
-			done < <($save -t "$t" | grep -E '^-A [A-Z]+ .*-j (KUBE-|DAPR-RS-)' | grep -vE '^-A (KUBE-|DAPR-RS-)' || true)
-			chains=$($save -t "$t" | sed -n 's/^:\(\(KUBE-\|DAPR-RS-\)[^ ]*\) .*/\1/p')
+			done < <($save -t "$t" | grep -E "^-A [A-Z]+ .*-j ($re)" | grep -vE "^-A ($re)" || true)
+			chains=$($save -t "$t" | sed -nE "s/^:(($re)[^ ]*) .*/\1/p")
 			for c in $chains; do $ipt -t "$t" -F "$c" 2>/dev/null || true; done
 			for c in $chains; do $ipt -t "$t" -X "$c" 2>/dev/null || true; done
 		done
@@ -809,11 +810,12 @@ unmount_under() { # dir: every mount below it, deepest first
 
 do_down() {
 	local t0=$SECONDS kv
-	[[ -d $RUN ]] || {
+	if [[ ! -d $RUN ]]; then
+		# No cluster of ours ran: leave any other Kubernetes' KUBE-* rules alone.
 		ip link delete "$NODE_IF" 2>/dev/null || true
-		ipt_purge
+		ipt_purge 'DAPR-RS-'
 		return 0
-	}
+	fi
 	stop dns-watch 5
 	stop dnsmasq 5
 	stop kube-proxy 10
@@ -827,7 +829,7 @@ do_down() {
 	stop etcd 15
 	if [[ -x $BIN/kube-proxy ]]; then "$BIN/kube-proxy" --cleanup >/dev/null 2>&1 || true; fi
 	remove_pod_netns
-	ipt_purge
+	ipt_purge 'KUBE-|DAPR-RS-'
 	ip route delete "$SVC_CIDR" dev "$NODE_IF" 2>/dev/null || true
 	ip link delete "$NODE_IF" 2>/dev/null || true
 	if [[ -f $RUN/net/sysctl.saved ]]; then
