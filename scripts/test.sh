@@ -8,6 +8,8 @@ set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 
 bash scripts/test-services.sh
+# e2e tests share one Kubernetes cluster (e2e/k8s/cluster.sh), started on first use; stop it at the end.
+trap 'bash e2e/k8s/cluster.sh down || true' EXIT
 cargo build --workspace --bins
 # --no-fail-fast: one failing test binary must not hide the others.
 cargo test --workspace --no-fail-fast "$@"
