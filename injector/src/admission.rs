@@ -3,9 +3,9 @@
 use std::sync::Arc;
 
 use arc_swap::ArcSwap;
-use k8s_openapi::api::core::v1::Pod;
 use base64::{Engine, engine::general_purpose::STANDARD};
 use json_patch::Patch;
+use k8s_openapi::api::core::v1::Pod;
 use kube::core::{
     DynamicObject,
     admission::{AdmissionRequest, AdmissionReview},

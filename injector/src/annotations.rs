@@ -204,7 +204,9 @@ impl Reader<'_> {
     fn non_empty(&self, key: &'static str) -> Result<Option<String>, AnnotationError> {
         match self.raw(key) {
             None => Ok(None),
-            Some(v) if v.trim().is_empty() => Err(AnnotationError::new(key, v, "must not be empty")),
+            Some(v) if v.trim().is_empty() => {
+                Err(AnnotationError::new(key, v, "must not be empty"))
+            }
             Some(v) => Ok(Some(v.trim().to_owned())),
         }
     }
@@ -632,14 +634,20 @@ mod tests {
         assert_eq!(err(&[(METRICS_PORT, "-1")]).key, METRICS_PORT);
         assert_eq!(err(&[(LIVENESS_THRESHOLD, "0")]).key, LIVENESS_THRESHOLD);
         assert_eq!(err(&[(READINESS_PERIOD, "x")]).key, READINESS_PERIOD);
-        assert_eq!(err(&[(APP_MAX_CONCURRENCY, "1.5")]).key, APP_MAX_CONCURRENCY);
+        assert_eq!(
+            err(&[(APP_MAX_CONCURRENCY, "1.5")]).key,
+            APP_MAX_CONCURRENCY
+        );
         assert_eq!(
             err(&[(GRACEFUL_SHUTDOWN_SECONDS, "-2")]).key,
             GRACEFUL_SHUTDOWN_SECONDS
         );
         assert_eq!(err(&[(APP_ID, "My_App")]).key, APP_ID);
         assert_eq!(err(&[(VOLUME_MOUNTS, "data")]).key, VOLUME_MOUNTS);
-        assert_eq!(err(&[(VOLUME_MOUNTS_RW, "data:rel/path")]).key, VOLUME_MOUNTS_RW);
+        assert_eq!(
+            err(&[(VOLUME_MOUNTS_RW, "data:rel/path")]).key,
+            VOLUME_MOUNTS_RW
+        );
         assert_eq!(err(&[(ENV, "1BAD=x")]).key, ENV);
         assert_eq!(
             err(&[(UNIX_DOMAIN_SOCKET_PATH, "tmp")]).key,
@@ -650,7 +658,10 @@ mod tests {
             SECCOMP_PROFILE_TYPE
         );
         assert_eq!(err(&[(MAX_BODY_SIZE, "big")]).key, MAX_BODY_SIZE);
-        assert_eq!(err(&[(HTTP_MAX_REQUEST_SIZE, "0")]).key, HTTP_MAX_REQUEST_SIZE);
+        assert_eq!(
+            err(&[(HTTP_MAX_REQUEST_SIZE, "0")]).key,
+            HTTP_MAX_REQUEST_SIZE
+        );
         assert_eq!(err(&[(CONFIG, " ")]).key, CONFIG);
         assert_eq!(
             err(&[(APP_HEALTH_CHECK_PATH, "healthz")]).key,
@@ -706,8 +717,8 @@ mod tests {
 
     #[test]
     fn app_protocol_with_app_ssl() {
-        let a = SidecarAnnotations::parse(&ann(&[(APP_PROTOCOL, "GRPC"), (APP_SSL, "true")]))
-            .unwrap();
+        let a =
+            SidecarAnnotations::parse(&ann(&[(APP_PROTOCOL, "GRPC"), (APP_SSL, "true")])).unwrap();
         assert_eq!(a.app_protocol, "GRPC");
         assert_eq!(a.effective_app_protocol(), "grpcs");
     }

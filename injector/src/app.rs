@@ -51,8 +51,11 @@ async fn kube_client(args: &Args) -> anyhow::Result<Option<Client>> {
     ))
 }
 
+/// Latest content of a watched PEM file.
+type PemWatch = watch::Receiver<Arc<Vec<u8>>>;
+
 /// Polls a PEM file and publishes its content whenever it changes.
-fn watch_pem(path: PathBuf, first: Vec<u8>, every: Duration) -> watch::Receiver<Arc<Vec<u8>>> {
+fn watch_pem(path: PathBuf, first: Vec<u8>, every: Duration) -> PemWatch {
     let (tx, rx) = watch::channel(Arc::new(first));
     tokio::spawn(async move {
         loop {
@@ -129,43 +132,50 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
         });
     }
 
-    let (resolver, ca_bundle): (Arc<dyn ResolvesServerCert>, Option<watch::Receiver<Arc<Vec<u8>>>>) =
-        match (&args.tls_cert_file, &args.tls_key_file) {
-            (Some(cert), Some(key)) => {
-                let c = ReloadingCert::from_files(cert.clone(), key.clone(), every)
-                    .context("loading the webhook certificate")?;
-                tracing::info!(cert = %cert.display(), "serving the webhook certificate from files");
-                let ca = match &args.tls_ca_file {
-                    Some(p) => Some(watch_pem(p.clone(), read_pem(p, "CA bundle")?, every)),
-                    None => None,
-                };
-                (c, ca)
-            }
-            _ => {
-                let anchors = TrustAnchors::from_pem(&anchors_pem)
-                    .context("parsing the trust anchors")?;
-                let _anchor_watch = anchors.watch_file(args.trust_anchors_file.clone(), every);
-                let sentry_id =
-                    SpiffeId::new(&settings.control_plane_trust_domain, &namespace, "dapr-sentry")
-                        .context("building Sentry's SPIFFE id")?;
-                let address = args.sentry_address.clone().unwrap_or_else(|| {
-                    format!("dapr-sentry.{namespace}.svc.{}:443", settings.cluster_domain)
-                });
-                let mut cfg = SentryClientConfig::new(&address, sentry_id, SENTRY_APP_ID, &namespace);
-                let (token, validator) = TokenSource::from_dapr_env(true);
-                cfg.token = token;
-                cfg.token_validator = validator;
-                cfg.trust_domain = Some(settings.control_plane_trust_domain.clone());
-                let client = Arc::new(SentryClient::new(cfg, anchors).context("Sentry client")?);
-                let store = SvidStore::new();
-                client
-                    .start(store.clone(), 30)
-                    .await
-                    .with_context(|| format!("obtaining the webhook certificate from Sentry at {address}"))?;
-                tracing::info!(address, "serving the webhook certificate from Sentry");
-                (store.resolver(), Some(anchors_rx.clone()))
-            }
-        };
+    let (resolver, ca_bundle): (Arc<dyn ResolvesServerCert>, Option<PemWatch>) = match (
+        &args.tls_cert_file,
+        &args.tls_key_file,
+    ) {
+        (Some(cert), Some(key)) => {
+            let c = ReloadingCert::from_files(cert.clone(), key.clone(), every)
+                .context("loading the webhook certificate")?;
+            tracing::info!(cert = %cert.display(), "serving the webhook certificate from files");
+            let ca = match &args.tls_ca_file {
+                Some(p) => Some(watch_pem(p.clone(), read_pem(p, "CA bundle")?, every)),
+                None => None,
+            };
+            (c, ca)
+        }
+        _ => {
+            let anchors =
+                TrustAnchors::from_pem(&anchors_pem).context("parsing the trust anchors")?;
+            let _anchor_watch = anchors.watch_file(args.trust_anchors_file.clone(), every);
+            let sentry_id = SpiffeId::new(
+                &settings.control_plane_trust_domain,
+                &namespace,
+                "dapr-sentry",
+            )
+            .context("building Sentry's SPIFFE id")?;
+            let address = args.sentry_address.clone().unwrap_or_else(|| {
+                format!(
+                    "dapr-sentry.{namespace}.svc.{}:443",
+                    settings.cluster_domain
+                )
+            });
+            let mut cfg = SentryClientConfig::new(&address, sentry_id, SENTRY_APP_ID, &namespace);
+            let (token, validator) = TokenSource::from_dapr_env(true);
+            cfg.token = token;
+            cfg.token_validator = validator;
+            cfg.trust_domain = Some(settings.control_plane_trust_domain.clone());
+            let client = Arc::new(SentryClient::new(cfg, anchors).context("Sentry client")?);
+            let store = SvidStore::new();
+            client.start(store.clone(), 30).await.with_context(|| {
+                format!("obtaining the webhook certificate from Sentry at {address}")
+            })?;
+            tracing::info!(address, "serving the webhook certificate from Sentry");
+            (store.resolver(), Some(anchors_rx.clone()))
+        }
+    };
 
     let mtls = match &kube {
         Some(c) => MtlsLookup::kube(c.clone(), &namespace),
@@ -191,8 +201,8 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
         metrics: metrics.clone(),
     });
     let tls = tls::server_config(resolver)?;
-    let addr = server::listen_addr(&args.listen_address, args.port)
-        .context("invalid --listen-address")?;
+    let addr =
+        server::listen_addr(&args.listen_address, args.port).context("invalid --listen-address")?;
     let listener = TcpListener::bind(addr)
         .await
         .with_context(|| format!("binding the webhook to {addr}"))?;

@@ -72,9 +72,9 @@ impl Allowed {
         let (Some(ns), Some(name)) = (parts.next(), parts.next()) else {
             return false;
         };
-        self.patterns
-            .iter()
-            .any(|(pn, pa)| glob(pn.as_bytes(), ns.as_bytes()) && glob(pa.as_bytes(), name.as_bytes()))
+        self.patterns.iter().any(|(pn, pa)| {
+            glob(pn.as_bytes(), ns.as_bytes()) && glob(pa.as_bytes(), name.as_bytes())
+        })
     }
 }
 
@@ -186,9 +186,18 @@ mod tests {
 
     #[test]
     fn bad_patterns_are_refused() {
-        assert!(matches!(Allowed::new(["nocolon"]), Err(PatternError::Shape(_))));
-        assert!(matches!(Allowed::new(["a:b:c"]), Err(PatternError::Shape(_))));
-        assert!(matches!(Allowed::new(["ns:[ab"]), Err(PatternError::Glob(_))));
+        assert!(matches!(
+            Allowed::new(["nocolon"]),
+            Err(PatternError::Shape(_))
+        ));
+        assert!(matches!(
+            Allowed::new(["a:b:c"]),
+            Err(PatternError::Shape(_))
+        ));
+        assert!(matches!(
+            Allowed::new(["ns:[ab"]),
+            Err(PatternError::Glob(_))
+        ));
         assert!(Allowed::new(["", " "]).is_ok());
     }
 }

@@ -75,7 +75,11 @@ pub struct Args {
     #[arg(long, default_value_t = 5)]
     pub cert_reload_seconds: u64,
     /// MutatingWebhookConfiguration whose caBundle the injector keeps current.
-    #[arg(long, env = "WEBHOOK_CONFIG_NAME", default_value = "dapr-sidecar-injector")]
+    #[arg(
+        long,
+        env = "WEBHOOK_CONFIG_NAME",
+        default_value = "dapr-sidecar-injector"
+    )]
     pub webhook_config_name: String,
 
     // --- Dapr's injector environment ---
@@ -94,7 +98,11 @@ pub struct Args {
     #[arg(long, env = "ALLOWED_SERVICE_ACCOUNTS", default_value = "")]
     pub allowed_service_accounts: String,
     /// Deprecated alias of ALLOWED_SERVICE_ACCOUNTS (prefix globs).
-    #[arg(long, env = "ALLOWED_SERVICE_ACCOUNTS_PREFIX_NAMES", default_value = "")]
+    #[arg(
+        long,
+        env = "ALLOWED_SERVICE_ACCOUNTS_PREFIX_NAMES",
+        default_value = ""
+    )]
     pub allowed_service_accounts_prefix_names: String,
     /// JSON list of tolerations; pods with one of them get daprd as `command`.
     #[arg(long, env = "IGNORE_ENTRYPOINT_TOLERATIONS", default_value = "")]
@@ -220,11 +228,10 @@ impl Args {
         s.run_as_non_root = truthy_default_true(&self.sidecar_run_as_non_root);
         s.run_as_user = opt_int("SIDECAR_RUN_AS_USER", &self.sidecar_run_as_user)?;
         s.run_as_group = opt_int("SIDECAR_RUN_AS_GROUP", &self.sidecar_run_as_group)?;
-        s.read_only_root_filesystem =
-            truthy_default_true(&self.sidecar_read_only_root_filesystem);
+        s.read_only_root_filesystem = truthy_default_true(&self.sidecar_read_only_root_filesystem);
         s.drop_all_capabilities = truthy_default_true(&self.sidecar_drop_all_capabilities);
-        s.default_seccomp_profile = Some(self.sidecar_seccomp_profile_type.trim().to_owned())
-            .filter(|p| !p.is_empty());
+        s.default_seccomp_profile =
+            Some(self.sidecar_seccomp_profile_type.trim().to_owned()).filter(|p| !p.is_empty());
         s.enable_k8s_downward_apis = is_truthy(&self.enable_k8s_downward_apis);
         s.scheduler_enabled = self.scheduler_enabled;
         if !self.ignore_entrypoint_tolerations.trim().is_empty() {
@@ -276,7 +283,11 @@ mod tests {
 
     #[test]
     fn daprs_flag_forms() {
-        let a = parse(&["--enable-metrics=false", "--scheduler-enabled", "--log-as-json"]);
+        let a = parse(&[
+            "--enable-metrics=false",
+            "--scheduler-enabled",
+            "--log-as-json",
+        ]);
         assert!(!a.enable_metrics);
         assert!(a.scheduler_enabled);
         assert!(a.log_as_json);
@@ -310,9 +321,13 @@ mod tests {
                 .contains("SIDECAR_IMAGE")
         );
         assert!(
-            parse(&["--sidecar-image=i", "--namespace=x", "--sidecar-run-as-user=root"])
-                .settings()
-                .is_err()
+            parse(&[
+                "--sidecar-image=i",
+                "--namespace=x",
+                "--sidecar-run-as-user=root"
+            ])
+            .settings()
+            .is_err()
         );
     }
 

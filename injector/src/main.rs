@@ -19,7 +19,10 @@ fn main() -> ExitCode {
     } else {
         tracing_subscriber::fmt().with_env_filter(filter).init();
     }
-    tracing::info!(version = env!("CARGO_PKG_VERSION"), "starting Dapr sidecar injector");
+    tracing::info!(
+        version = env!("CARGO_PKG_VERSION"),
+        "starting Dapr sidecar injector"
+    );
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()

@@ -33,17 +33,17 @@ impl Metrics {
         let failed = Family::<Labels, Counter>::default();
         registry.register(
             "dapr_injector_sidecar_injection_requests",
-            "The total number of sidecar injection requests.",
+            "The total number of sidecar injection requests",
             requests.clone(),
         );
         registry.register(
             "dapr_injector_sidecar_injection_succeeded",
-            "The total number of successful sidecar injections.",
+            "The total number of successful sidecar injections",
             succeeded.clone(),
         );
         registry.register(
             "dapr_injector_sidecar_injection_failed",
-            "The total number of failed sidecar injections.",
+            "The total number of failed sidecar injections",
             failed.clone(),
         );
         Self {

@@ -21,26 +21,29 @@ const LOOKUP_TIMEOUT: Duration = Duration::from_secs(2);
 pub enum MtlsLookup {
     /// No cluster access: always this value.
     Fixed(bool),
-    Kube {
-        api: Api<DynamicObject>,
-        cache: Mutex<Option<(Instant, bool)>>,
-    },
+    Kube(Box<KubeLookup>),
+}
+
+pub struct KubeLookup {
+    api: Api<DynamicObject>,
+    cache: Mutex<Option<(Instant, bool)>>,
 }
 
 impl MtlsLookup {
     pub fn kube(client: Client, namespace: &str) -> Self {
         let gvk = GroupVersionKind::gvk("dapr.io", "v1alpha1", "Configuration");
         let ar = ApiResource::from_gvk_with_plural(&gvk, "configurations");
-        Self::Kube {
+        Self::Kube(Box::new(KubeLookup {
             api: Api::namespaced_with(client, namespace, &ar),
             cache: Mutex::new(None),
-        }
+        }))
     }
 
     pub async fn enabled(&self) -> bool {
         match self {
             Self::Fixed(v) => *v,
-            Self::Kube { api, cache } => {
+            Self::Kube(k) => {
+                let (api, cache) = (&k.api, &k.cache);
                 if let Ok(c) = cache.lock()
                     && let Some((at, v)) = *c
                     && at.elapsed() < CACHE_FOR
@@ -60,7 +63,9 @@ impl MtlsLookup {
                         true
                     }
                     Err(_) => {
-                        tracing::warn!("reading the daprsystem Configuration timed out; mTLS stays enabled");
+                        tracing::warn!(
+                            "reading the daprsystem Configuration timed out; mTLS stays enabled"
+                        );
                         true
                     }
                 };

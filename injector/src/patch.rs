@@ -46,7 +46,9 @@ pub struct Request<'a> {
 /// written by hand): it is left alone.
 pub fn has_sidecar(pod: &Pod) -> bool {
     pod.spec.as_ref().is_some_and(|s| {
-        s.containers.iter().any(|c| c.name == sidecar::CONTAINER_NAME)
+        s.containers
+            .iter()
+            .any(|c| c.name == sidecar::CONTAINER_NAME)
             || s.init_containers
                 .iter()
                 .flatten()

@@ -30,11 +30,7 @@ use crate::{admission::Injector, metrics::Metrics};
 /// 3 MiB for objects; reviews carry the object twice at most).
 const MAX_BODY: usize = 8 << 20;
 
-async fn mutate(
-    State(inj): State<Arc<Injector>>,
-    headers: HeaderMap,
-    body: Bytes,
-) -> Response {
+async fn mutate(State(inj): State<Arc<Injector>>, headers: HeaderMap, body: Bytes) -> Response {
     let ct = headers
         .get(header::CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())

@@ -159,7 +159,10 @@ pub fn daprd_args(a: &SidecarAnnotations, s: &Settings, ctx: &PodContext<'_>) ->
     }
     if a.enable_app_health_check {
         push("--enable-app-health-check", None);
-        push("--app-health-check-path", Some(a.app_health_check_path.clone()));
+        push(
+            "--app-health-check-path",
+            Some(a.app_health_check_path.clone()),
+        );
         push(
             "--app-health-probe-interval",
             Some(a.app_health_probe_interval.to_string()),
@@ -277,7 +280,9 @@ fn probe(timings: crate::annotations::ProbeTimings, http: Option<&str>, port: u1
             port: port.clone(),
             ..Default::default()
         }),
-        tcp_socket: http.is_none().then(|| TCPSocketAction { port, host: None }),
+        tcp_socket: http
+            .is_none()
+            .then_some(TCPSocketAction { port, host: None }),
         initial_delay_seconds: Some(timings.delay),
         timeout_seconds: Some(timings.timeout),
         period_seconds: Some(timings.period),

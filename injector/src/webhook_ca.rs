@@ -62,10 +62,12 @@ pub async fn ensure(client: &Client, name: &str, ca_pem: &[u8]) -> Result<bool, 
             serde_json::json!({"op": "add", "path": format!("/webhooks/{i}/clientConfig/caBundle"), "value": b64})
         })
         .collect();
-    let patch: json_patch::Patch = serde_json::from_value(serde_json::Value::Array(ops))
-        .map_err(|e| CaBundleError::Patch {
-            name: name.to_owned(),
-            source: kube::Error::SerdeError(e),
+    let patch: json_patch::Patch =
+        serde_json::from_value(serde_json::Value::Array(ops)).map_err(|e| {
+            CaBundleError::Patch {
+                name: name.to_owned(),
+                source: kube::Error::SerdeError(e),
+            }
         })?;
     api.patch(name, &PatchParams::default(), &Patch::Json::<()>(patch))
         .await

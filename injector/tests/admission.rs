@@ -61,7 +61,11 @@ async fn allowed_controller_gets_a_patch() {
     let inj = injector(&[]);
     let r = answer(
         &inj,
-        &review(RS_CONTROLLER, "Pod", json!({"dapr.io/enabled": "true", "dapr.io/app-id": "orders"})),
+        &review(
+            RS_CONTROLLER,
+            "Pod",
+            json!({"dapr.io/enabled": "true", "dapr.io/app-id": "orders"}),
+        ),
     )
     .await;
     assert_eq!(r["allowed"], true);
@@ -84,18 +88,34 @@ async fn allowed_controller_gets_a_patch() {
     // mTLS comes from the lookup (Fixed(false) here).
     assert!(!args.contains(&"--enable-mtls"));
     let env = daprd["value"]["env"].as_array().unwrap();
-    assert!(env.iter().any(|e| e["name"] == "DAPR_TRUST_ANCHORS" && e["value"] == "ANCHORS"));
-    assert!(env.iter().any(|e| e["name"] == "NAMESPACE" && e["value"] == "shop"));
+    assert!(
+        env.iter()
+            .any(|e| e["name"] == "DAPR_TRUST_ANCHORS" && e["value"] == "ANCHORS")
+    );
+    assert!(
+        env.iter()
+            .any(|e| e["name"] == "NAMESPACE" && e["value"] == "shop")
+    );
     let m = inj.metrics.render();
-    assert!(m.contains("dapr_injector_sidecar_injection_requests_total 1"), "{m}");
-    assert!(m.contains("dapr_injector_sidecar_injection_succeeded_total{app_id=\"orders\"} 1"), "{m}");
+    assert!(
+        m.contains("dapr_injector_sidecar_injection_requests_total 1"),
+        "{m}"
+    );
+    assert!(
+        m.contains("dapr_injector_sidecar_injection_succeeded_total{app_id=\"orders\"} 1"),
+        "{m}"
+    );
 }
 
 #[tokio::test]
 async fn other_users_pods_are_admitted_unchanged() {
     let inj = injector(&[]);
     for user in ["system:serviceaccount:default:default", "alice"] {
-        let r = answer(&inj, &review(user, "Pod", json!({"dapr.io/enabled": "true"}))).await;
+        let r = answer(
+            &inj,
+            &review(user, "Pod", json!({"dapr.io/enabled": "true"})),
+        )
+        .await;
         assert_eq!(r["allowed"], true);
         assert!(r.get("patch").is_none(), "{user}: {r}");
     }
@@ -103,17 +123,23 @@ async fn other_users_pods_are_admitted_unchanged() {
     let inj = injector(&["default:*"]);
     let r = answer(
         &inj,
-        &review("system:serviceaccount:default:ci", "Pod", json!({"dapr.io/enabled": "true"})),
+        &review(
+            "system:serviceaccount:default:ci",
+            "Pod",
+            json!({"dapr.io/enabled": "true"}),
+        ),
     )
     .await;
     assert!(r.get("patch").is_some());
     let m = injector(&[]);
-    let _ = answer(&m, &review("alice", "Pod", json!({"dapr.io/enabled": "true"}))).await;
-    assert!(
-        m.metrics
-            .render()
-            .contains("dapr_injector_sidecar_injection_failed_total{app_id=\"orders-1\",reason=\"pod_patch\"} 1")
-    );
+    let _ = answer(
+        &m,
+        &review("alice", "Pod", json!({"dapr.io/enabled": "true"})),
+    )
+    .await;
+    assert!(m.metrics.render().contains(
+        "dapr_injector_sidecar_injection_failed_total{app_id=\"orders-1\",reason=\"pod_patch\"} 1"
+    ));
 }
 
 #[tokio::test]
@@ -135,7 +161,11 @@ async fn invalid_annotation_is_denied_with_a_clear_message() {
     let inj = injector(&[]);
     let r = answer(
         &inj,
-        &review(RS_CONTROLLER, "Pod", json!({"dapr.io/enabled": "true", "dapr.io/app-port": "abc"})),
+        &review(
+            RS_CONTROLLER,
+            "Pod",
+            json!({"dapr.io/enabled": "true", "dapr.io/app-port": "abc"}),
+        ),
     )
     .await;
     assert_eq!(r["allowed"], false);
@@ -156,7 +186,10 @@ async fn invalid_annotation_is_denied_with_a_clear_message() {
     .await;
     assert_eq!(r["allowed"], false);
     let msg = r["status"]["message"].as_str().unwrap();
-    assert!(msg.starts_with("invalid value '2 cores' for annotation dapr.io/sidecar-cpu-limit"), "{msg}");
+    assert!(
+        msg.starts_with("invalid value '2 cores' for annotation dapr.io/sidecar-cpu-limit"),
+        "{msg}"
+    );
 }
 
 #[tokio::test]
@@ -175,9 +208,19 @@ async fn malformed_bodies_are_errors_not_panics() {
         assert!(e.is_err(), "{:?} accepted", String::from_utf8_lossy(body));
     }
     // A request whose object is not a valid Pod is denied, not crashed on.
-    let mut v: Value = serde_json::from_slice(&review(RS_CONTROLLER, "Pod", json!({"dapr.io/enabled": "true"}))).unwrap();
+    let mut v: Value = serde_json::from_slice(&review(
+        RS_CONTROLLER,
+        "Pod",
+        json!({"dapr.io/enabled": "true"}),
+    ))
+    .unwrap();
     v["request"]["object"]["spec"]["containers"] = json!("not-a-list");
     let r = answer(&inj, &serde_json::to_vec(&v).unwrap()).await;
     assert_eq!(r["allowed"], false);
-    assert!(r["status"]["message"].as_str().unwrap().contains("could not parse the pod"));
+    assert!(
+        r["status"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("could not parse the pod")
+    );
 }

@@ -81,12 +81,18 @@ fn golden(name: &str, got: &Value) {
         std::fs::write(&path, &text).unwrap();
     }
     let want = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{path}: {e}"));
-    assert_eq!(text, want, "golden {name} differs (UPDATE_GOLDEN=1 rewrites it)");
+    assert_eq!(
+        text, want,
+        "golden {name} differs (UPDATE_GOLDEN=1 rewrites it)"
+    );
 }
 
 #[test]
 fn plain_pod_golden() {
-    let (p, _) = run(&pod(&[("dapr.io/app-id", "orders"), ("dapr.io/app-port", "8080")]));
+    let (p, _) = run(&pod(&[
+        ("dapr.io/app-id", "orders"),
+        ("dapr.io/app-port", "8080"),
+    ]));
     golden("plain_pod.patch.json", &p);
 }
 
@@ -136,7 +142,8 @@ fn fully_annotated_pod_golden() {
         ("dapr.io/sidecar-listen-addresses", "0.0.0.0"),
         ("dapr.io/sidecar-seccomp-profile-type", "Unconfined"),
     ]);
-    pj["spec"]["volumes"] = json!([{"name": "certs", "emptyDir": {}}, {"name": "scratch", "emptyDir": {}}]);
+    pj["spec"]["volumes"] =
+        json!([{"name": "certs", "emptyDir": {}}, {"name": "scratch", "emptyDir": {}}]);
     pj["spec"]["containers"][0]["env"] = json!([{"name": "DAPR_HTTP_PORT", "value": "1234"}]);
     let (p, patched) = run(&pj);
     golden("full_pod.patch.json", &p);
@@ -231,7 +238,10 @@ fn base_args_env_probes_and_security() {
         "metadata.name"
     );
     assert_eq!(env["DAPR_CONTROLPLANE_NAMESPACE"]["value"], "dapr-system");
-    assert_eq!(env["DAPR_CONTROLPLANE_TRUST_DOMAIN"]["value"], "cluster.local");
+    assert_eq!(
+        env["DAPR_CONTROLPLANE_TRUST_DOMAIN"]["value"],
+        "cluster.local"
+    );
     assert_eq!(
         env["DAPR_SENTRY_TOKEN_FILE"]["value"],
         "/var/run/secrets/dapr.io/sentrytoken/token"
@@ -243,7 +253,12 @@ fn base_args_env_probes_and_security() {
     assert_eq!(hg.path.as_deref(), Some("/v1.0/healthz"));
     assert_eq!(serde_json::to_value(&hg.port).unwrap(), json!(3501));
     assert_eq!(
-        (ready.initial_delay_seconds, ready.timeout_seconds, ready.period_seconds, ready.failure_threshold),
+        (
+            ready.initial_delay_seconds,
+            ready.timeout_seconds,
+            ready.period_seconds,
+            ready.failure_threshold
+        ),
         (Some(1), Some(1), Some(1), Some(5))
     );
     let live = c.liveness_probe.unwrap();
@@ -252,7 +267,12 @@ fn base_args_env_probes_and_security() {
         json!(3501)
     );
     assert_eq!(
-        (live.initial_delay_seconds, live.timeout_seconds, live.period_seconds, live.failure_threshold),
+        (
+            live.initial_delay_seconds,
+            live.timeout_seconds,
+            live.period_seconds,
+            live.failure_threshold
+        ),
         (Some(180), Some(3), Some(10), Some(5))
     );
 
@@ -297,36 +317,164 @@ fn each_annotation_maps_to_its_flag() {
         ("dapr.io/config", "appconfig", "--config", Some("appconfig")),
         ("dapr.io/log-level", "warn", "--log-level", Some("warn")),
         ("dapr.io/log-as-json", "true", "--log-as-json", None),
-        ("dapr.io/enable-profiling", "true", "--enable-profiling", None),
-        ("dapr.io/metrics-port", "9999", "--metrics-port", Some("9999")),
-        ("dapr.io/app-max-concurrency", "5", "--app-max-concurrency", Some("5")),
-        ("dapr.io/app-max-concurrency", "-1", "--app-max-concurrency", Some("-1")),
-        ("dapr.io/http-max-request-size", "32", "--dapr-http-max-request-size", Some("32")),
-        ("dapr.io/max-body-size", "16Mi", "--max-body-size", Some("16Mi")),
-        ("dapr.io/http-read-buffer-size", "4", "--dapr-http-read-buffer-size", Some("4")),
-        ("dapr.io/read-buffer-size", "8Ki", "--read-buffer-size", Some("8Ki")),
-        ("dapr.io/graceful-shutdown-seconds", "12", "--dapr-graceful-shutdown-seconds", Some("12")),
-        ("dapr.io/block-shutdown-duration", "5s", "--dapr-block-shutdown-duration", Some("5s")),
-        ("dapr.io/enable-api-logging", "true", "--enable-api-logging=true", None),
-        ("dapr.io/enable-api-logging", "false", "--enable-api-logging=false", None),
-        ("dapr.io/unix-domain-socket-path", "/tmp/d", "--unix-domain-socket", Some("/var/run/dapr-sockets")),
-        ("dapr.io/disable-builtin-k8s-secret-store", "true", "--disable-builtin-k8s-secret-store", None),
-        ("dapr.io/placement-host-address", "p:1", "--placement-host-address", Some("p:1")),
-        ("dapr.io/scheduler-host-address", "s:2", "--scheduler-host-address", Some("s:2")),
-        ("dapr.io/sidecar-listen-addresses", "0.0.0.0", "--dapr-listen-addresses", Some("0.0.0.0")),
-        ("dapr.io/grpc-port", "40001", "--dapr-grpc-port", Some("40001")),
-        ("dapr.io/internal-grpc-port", "40002", "--dapr-internal-grpc-port", Some("40002")),
-        ("dapr.io/app-channel-address", "10.0.0.1", "--app-channel-address", Some("10.0.0.1")),
+        (
+            "dapr.io/enable-profiling",
+            "true",
+            "--enable-profiling",
+            None,
+        ),
+        (
+            "dapr.io/metrics-port",
+            "9999",
+            "--metrics-port",
+            Some("9999"),
+        ),
+        (
+            "dapr.io/app-max-concurrency",
+            "5",
+            "--app-max-concurrency",
+            Some("5"),
+        ),
+        (
+            "dapr.io/app-max-concurrency",
+            "-1",
+            "--app-max-concurrency",
+            Some("-1"),
+        ),
+        (
+            "dapr.io/http-max-request-size",
+            "32",
+            "--dapr-http-max-request-size",
+            Some("32"),
+        ),
+        (
+            "dapr.io/max-body-size",
+            "16Mi",
+            "--max-body-size",
+            Some("16Mi"),
+        ),
+        (
+            "dapr.io/http-read-buffer-size",
+            "4",
+            "--dapr-http-read-buffer-size",
+            Some("4"),
+        ),
+        (
+            "dapr.io/read-buffer-size",
+            "8Ki",
+            "--read-buffer-size",
+            Some("8Ki"),
+        ),
+        (
+            "dapr.io/graceful-shutdown-seconds",
+            "12",
+            "--dapr-graceful-shutdown-seconds",
+            Some("12"),
+        ),
+        (
+            "dapr.io/block-shutdown-duration",
+            "5s",
+            "--dapr-block-shutdown-duration",
+            Some("5s"),
+        ),
+        (
+            "dapr.io/enable-api-logging",
+            "true",
+            "--enable-api-logging=true",
+            None,
+        ),
+        (
+            "dapr.io/enable-api-logging",
+            "false",
+            "--enable-api-logging=false",
+            None,
+        ),
+        (
+            "dapr.io/unix-domain-socket-path",
+            "/tmp/d",
+            "--unix-domain-socket",
+            Some("/var/run/dapr-sockets"),
+        ),
+        (
+            "dapr.io/disable-builtin-k8s-secret-store",
+            "true",
+            "--disable-builtin-k8s-secret-store",
+            None,
+        ),
+        (
+            "dapr.io/placement-host-address",
+            "p:1",
+            "--placement-host-address",
+            Some("p:1"),
+        ),
+        (
+            "dapr.io/scheduler-host-address",
+            "s:2",
+            "--scheduler-host-address",
+            Some("s:2"),
+        ),
+        (
+            "dapr.io/sidecar-listen-addresses",
+            "0.0.0.0",
+            "--dapr-listen-addresses",
+            Some("0.0.0.0"),
+        ),
+        (
+            "dapr.io/grpc-port",
+            "40001",
+            "--dapr-grpc-port",
+            Some("40001"),
+        ),
+        (
+            "dapr.io/internal-grpc-port",
+            "40002",
+            "--dapr-internal-grpc-port",
+            Some("40002"),
+        ),
+        (
+            "dapr.io/app-channel-address",
+            "10.0.0.1",
+            "--app-channel-address",
+            Some("10.0.0.1"),
+        ),
         ("dapr.io/app-ssl", "true", "--app-ssl", None),
-        ("dapr.io/sentry-request-jwt-audiences", "a,b", "--sentry-request-jwt-audiences", Some("a,b")),
-        ("dapr.io/app-binding-options-timeout", "3s", "--app-binding-options-timeout", Some("3s")),
-        ("dapr.io/actors-disseminate-timeout", "2s", "--actors-disseminate-timeout", Some("2s")),
-        ("dapr.io/disable-init-endpoints", "metadata", "--disable-init-endpoints", Some("metadata")),
-        ("dapr.io/enable-app-health-check", "true", "--app-health-check-path", Some("/healthz")),
+        (
+            "dapr.io/sentry-request-jwt-audiences",
+            "a,b",
+            "--sentry-request-jwt-audiences",
+            Some("a,b"),
+        ),
+        (
+            "dapr.io/app-binding-options-timeout",
+            "3s",
+            "--app-binding-options-timeout",
+            Some("3s"),
+        ),
+        (
+            "dapr.io/actors-disseminate-timeout",
+            "2s",
+            "--actors-disseminate-timeout",
+            Some("2s"),
+        ),
+        (
+            "dapr.io/disable-init-endpoints",
+            "metadata",
+            "--disable-init-endpoints",
+            Some("metadata"),
+        ),
+        (
+            "dapr.io/enable-app-health-check",
+            "true",
+            "--app-health-check-path",
+            Some("/healthz"),
+        ),
     ];
     for (key, value, flag, expect) in cases {
         let a = args(&[(key, value)]);
-        assert!(has(&a, flag, *expect), "{key}={value}: {flag} {expect:?} not in {a:?}");
+        assert!(
+            has(&a, flag, *expect),
+            "{key}={value}: {flag} {expect:?} not in {a:?}"
+        );
     }
     let a = args(&[
         ("dapr.io/enable-app-health-check", "yes"),
@@ -341,23 +489,48 @@ fn each_annotation_maps_to_its_flag() {
     assert!(has(&a, "--app-health-probe-timeout", Some("900")));
     assert!(has(&a, "--app-health-threshold", Some("4")));
     // Disabled things are absent.
-    let a = args(&[("dapr.io/enable-metrics", "false"), ("dapr.io/placement-host-address", " ")]);
+    let a = args(&[
+        ("dapr.io/enable-metrics", "false"),
+        ("dapr.io/placement-host-address", " "),
+    ]);
     assert!(!has(&a, "--enable-metrics", None));
     assert!(!has(&a, "--metrics-port", None));
     assert!(!has(&a, "--placement-host-address", None));
     assert!(!has(&a, "--enable-app-health-check", None));
     assert!(!has(&a, "--enable-api-logging=true", None));
     let (_, p) = run(&pod(&[("dapr.io/enable-metrics", "false")]));
-    assert_eq!(p.metadata.labels.unwrap()["dapr.io/metrics-enabled"], "false");
+    assert_eq!(
+        p.metadata.labels.unwrap()["dapr.io/metrics-enabled"],
+        "false"
+    );
 }
 
 #[test]
 fn debug_wraps_daprd_in_dlv() {
-    let c = daprd(&run(&pod(&[("dapr.io/enable-debug", "true"), ("dapr.io/debug-port", "40001")])).1);
+    let c = daprd(
+        &run(&pod(&[
+            ("dapr.io/enable-debug", "true"),
+            ("dapr.io/debug-port", "40001"),
+        ]))
+        .1,
+    );
     let a = c.args.unwrap();
-    assert_eq!(&a[..4], ["/dlv", "--listen=:40001", "--accept-multiclient", "--headless=true"]);
+    assert_eq!(
+        &a[..4],
+        [
+            "/dlv",
+            "--listen=:40001",
+            "--accept-multiclient",
+            "--headless=true"
+        ]
+    );
     assert!(a.iter().any(|x| x == "/daprd"));
-    assert!(c.ports.unwrap().iter().any(|p| p.name.as_deref() == Some("dapr-debug") && p.container_port == 40001));
+    assert!(
+        c.ports
+            .unwrap()
+            .iter()
+            .any(|p| p.name.as_deref() == Some("dapr-debug") && p.container_port == 40001)
+    );
 }
 
 #[test]
@@ -452,9 +625,21 @@ fn cluster_settings_change_addresses() {
     let (_, p) = run_with(&pod(&[]), &s, &r);
     let c = daprd(&p);
     let a = c.args.clone().unwrap();
-    assert!(has(&a, "--actors-service", Some("actors:dapr-actors.dapr-system.svc.corp.local:5000")));
-    assert!(has(&a, "--reminders-service", Some("reminders:dapr-reminders.dapr-system.svc.corp.local:6000")));
-    assert!(has(&a, "--sentry-address", Some("dapr-sentry.dapr-system.svc.corp.local:443")));
+    assert!(has(
+        &a,
+        "--actors-service",
+        Some("actors:dapr-actors.dapr-system.svc.corp.local:5000")
+    ));
+    assert!(has(
+        &a,
+        "--reminders-service",
+        Some("reminders:dapr-reminders.dapr-system.svc.corp.local:6000")
+    ));
+    assert!(has(
+        &a,
+        "--sentry-address",
+        Some("dapr-sentry.dapr-system.svc.corp.local:443")
+    ));
     assert!(!has(&a, "--placement-host-address", None));
     assert!(!has(&a, "--scheduler-host-address", None));
     assert!(!has(&a, "--enable-mtls", None));
@@ -467,20 +652,29 @@ fn cluster_settings_change_addresses() {
     s.actors = ActorsService::Disabled;
     let a = daprd(&run_with(&pod(&[]), &s, &r).1).args.unwrap();
     assert!(!has(&a, "--placement-host-address", None) && !has(&a, "--actors-service", None));
-    let a = daprd(&run_with(&pod(&[("dapr.io/placement-host-address", "p:50005")]), &s, &r).1)
-        .args
-        .unwrap();
+    let a = daprd(
+        &run_with(
+            &pod(&[("dapr.io/placement-host-address", "p:50005")]),
+            &s,
+            &r,
+        )
+        .1,
+    )
+    .args
+    .unwrap();
     assert!(has(&a, "--placement-host-address", Some("p:50005")));
 }
 
 #[test]
 fn entrypoint_tolerations_move_daprd_to_command() {
     let mut s = settings();
-    s.ignore_entrypoint_tolerations =
-        serde_json::from_value(json!([{"key": "os", "operator": "Equal", "value": "windows", "effect": "NoSchedule"}]))
-            .unwrap();
+    s.ignore_entrypoint_tolerations = serde_json::from_value(
+        json!([{"key": "os", "operator": "Equal", "value": "windows", "effect": "NoSchedule"}]),
+    )
+    .unwrap();
     let mut pj = pod(&[]);
-    pj["spec"]["tolerations"] = json!([{"key": "os", "operator": "Equal", "value": "windows", "effect": "NoSchedule"}]);
+    pj["spec"]["tolerations"] =
+        json!([{"key": "os", "operator": "Equal", "value": "windows", "effect": "NoSchedule"}]);
     let c = daprd(&run_with(&pj, &s, &req()).1);
     assert_eq!(c.command, Some(vec!["/daprd".to_owned()]));
     assert_eq!(c.args.unwrap()[0], "--dapr-http-port");
@@ -500,7 +694,10 @@ fn volumes_mounts_and_unix_socket() {
     let (p, patched) = run(&pj);
     // Existing volumes: appended one by one; a name already taken is skipped.
     let ops = p.as_array().unwrap();
-    let vol_ops: Vec<&Value> = ops.iter().filter(|o| o["path"] == "/spec/volumes/-").collect();
+    let vol_ops: Vec<&Value> = ops
+        .iter()
+        .filter(|o| o["path"] == "/spec/volumes/-")
+        .collect();
     assert_eq!(vol_ops.len(), 1);
     assert_eq!(vol_ops[0]["value"]["name"], "dapr-unix-domain-socket");
     assert_eq!(vol_ops[0]["value"]["emptyDir"]["medium"], "Memory");
@@ -516,14 +713,25 @@ fn volumes_mounts_and_unix_socket() {
         mounts,
         vec![
             ("certs".into(), "/mnt/certs".into(), Some(true)),
-            ("dapr-unix-domain-socket".into(), "/var/run/dapr-sockets".into(), None),
-            ("dapr-identity-token".into(), "/var/run/secrets/dapr.io/sentrytoken".into(), Some(true)),
+            (
+                "dapr-unix-domain-socket".into(),
+                "/var/run/dapr-sockets".into(),
+                None
+            ),
+            (
+                "dapr-identity-token".into(),
+                "/var/run/secrets/dapr.io/sentrytoken".into(),
+                Some(true)
+            ),
         ]
     );
     for name in ["app", "helper"] {
         let app = spec.containers.iter().find(|c| c.name == name).unwrap();
         assert!(
-            app.volume_mounts.iter().flatten().any(|m| m.name == "dapr-unix-domain-socket" && m.mount_path == "/tmp/dapr-sock"),
+            app.volume_mounts
+                .iter()
+                .flatten()
+                .any(|m| m.name == "dapr-unix-domain-socket" && m.mount_path == "/tmp/dapr-sock"),
             "{name} lacks the socket mount"
         );
         assert!(app.env.iter().flatten().any(|e| e.name == "DAPR_GRPC_PORT"));
@@ -540,12 +748,16 @@ fn untouched_pods() {
     assert!(patch::build(&p, &s, &req()).unwrap().is_none());
     // No annotations at all.
     let mut pj = pod(&[]);
-    pj["metadata"].as_object_mut().unwrap().remove("annotations");
+    pj["metadata"]
+        .as_object_mut()
+        .unwrap()
+        .remove("annotations");
     let p: Pod = serde_json::from_value(pj).unwrap();
     assert!(patch::build(&p, &s, &req()).unwrap().is_none());
     // Already has daprd.
     let mut pj = pod(&[]);
-    pj["spec"]["containers"] = json!([{"name": "app", "image": "a"}, {"name": "daprd", "image": "d"}]);
+    pj["spec"]["containers"] =
+        json!([{"name": "app", "image": "a"}, {"name": "daprd", "image": "d"}]);
     let p: Pod = serde_json::from_value(pj).unwrap();
     assert!(patch::build(&p, &s, &req()).unwrap().is_none());
 }
@@ -554,13 +766,20 @@ fn untouched_pods() {
 fn app_id_defaults() {
     // Pod name.
     let (_, p) = run(&pod(&[]));
-    assert!(has(&daprd(&p).args.unwrap(), "--app-id", Some("orders-7d9f")));
+    assert!(has(
+        &daprd(&p).args.unwrap(),
+        "--app-id",
+        Some("orders-7d9f")
+    ));
     // A Deployment's pod at admission time: no name, owned by a ReplicaSet.
     let mut pj = pod(&[]);
     let meta = pj["metadata"].as_object_mut().unwrap();
     meta.remove("name");
     meta.insert("generateName".into(), json!("checkout-5c8f7b9d4-"));
-    meta.insert("labels".into(), json!({"app": "checkout", "pod-template-hash": "5c8f7b9d4"}));
+    meta.insert(
+        "labels".into(),
+        json!({"app": "checkout", "pod-template-hash": "5c8f7b9d4"}),
+    );
     meta.insert(
         "ownerReferences".into(),
         json!([{"apiVersion": "apps/v1", "kind": "ReplicaSet", "name": "checkout-5c8f7b9d4", "uid": "u", "controller": true}]),
@@ -579,7 +798,10 @@ fn app_id_defaults() {
     let mut pj = pod(&[]);
     pj["metadata"].as_object_mut().unwrap().remove("name");
     let p: Pod = serde_json::from_value(pj).unwrap();
-    assert!(matches!(patch::build(&p, &settings(), &req()), Err(PatchError::NoAppId)));
+    assert!(matches!(
+        patch::build(&p, &settings(), &req()),
+        Err(PatchError::NoAppId)
+    ));
     // A derived id that is not a valid Dapr id.
     let mut pj = pod(&[]);
     pj["metadata"]["name"] = json!("x".repeat(62));
@@ -597,8 +819,14 @@ fn pod_without_labels_or_containers_gets_them_created() {
     });
     let (p, patched) = run(&pj);
     let ops = p.as_array().unwrap();
-    assert_eq!(ops[0], json!({"op": "add", "path": "/spec/containers", "value": []}));
-    assert_eq!(ops[1], json!({"op": "add", "path": "/metadata/labels", "value": {}}));
+    assert_eq!(
+        ops[0],
+        json!({"op": "add", "path": "/spec/containers", "value": []})
+    );
+    assert_eq!(
+        ops[1],
+        json!({"op": "add", "path": "/metadata/labels", "value": {}})
+    );
     assert_eq!(patched.spec.unwrap().containers.len(), 1);
 }
 
