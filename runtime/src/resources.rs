@@ -2,7 +2,7 @@
 
 use std::path::{Path, PathBuf};
 
-use dapr_crds::{Component, Configuration, Resource};
+use dapr_crds::{Component, Configuration, HttpEndpoint, Resource};
 
 /// A resource and the file it came from (for error messages).
 #[derive(Debug, Clone)]
@@ -16,6 +16,7 @@ pub struct Sourced<T> {
 pub struct Resources {
     pub components: Vec<Sourced<Component>>,
     pub configurations: Vec<Sourced<Configuration>>,
+    pub http_endpoints: Vec<Sourced<HttpEndpoint>>,
     /// Subscriptions, Resiliency, HTTPEndpoints: kept for the blocks that read them.
     pub others: Vec<Sourced<(String, serde_json::Value)>>,
 }
@@ -56,6 +57,9 @@ pub fn load(paths: &[PathBuf]) -> Result<Resources, ResourceError> {
                     Resource::Component(c) => out.components.push(Sourced { file, resource: *c }),
                     Resource::Configuration(c) => {
                         out.configurations.push(Sourced { file, resource: *c })
+                    }
+                    Resource::HttpEndpoint(e) => {
+                        out.http_endpoints.push(Sourced { file, resource: *e })
                     }
                     Resource::Other { kind, document } => out.others.push(Sourced {
                         file,

@@ -21,7 +21,7 @@ use tonic::{Request, Response, Status, Streaming};
 use crate::mtls::VerifiedCaller;
 
 use super::{
-    InvokeRequest, Invoker, body_chunks, headers_to_metadata, metadata_to_headers, verb_from_proto,
+    InvokeRequest, Invoker, headers_to_metadata, metadata_to_headers, verb_from_proto,
 };
 
 pub struct InternalServer {
@@ -246,9 +246,12 @@ impl ServiceInvocation for InternalServer {
             response: Some(head),
             payload: None,
         };
-        let chunks = body_chunks(resp.into_body())
+        let chunks = super::try_body_chunks(resp.into_body())
             .enumerate()
             .map(|(seq, data)| {
+                let data = data.map_err(|e| {
+                    Status::unavailable(format!("reading the app's response: {e}"))
+                })?;
                 Ok(internals::InternalInvokeResponseStream {
                     response: None,
                     payload: Some(common::StreamPayload {

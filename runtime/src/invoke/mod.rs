@@ -3,7 +3,9 @@
 //! Bodies stream end to end (`CallLocalStream`), never fully buffered.
 
 pub mod grpc_proxy;
+mod inbound;
 pub mod internal;
+mod remote_body;
 
 use std::{
     collections::HashMap,
@@ -397,18 +399,10 @@ impl Invoker {
                 h.insert(http::header::CONTENT_TYPE, v);
             }
         }
-        let first_payload = head
-            .payload
-            .map(|p| Ok::<_, tonic::Status>(Bytes::from(p.data)));
-        let rest = inbound.filter_map(|m| async move {
-            match m {
-                Ok(m) => m.payload.map(|p| Ok(Bytes::from(p.data))),
-                Err(e) => Some(Err(e)),
-            }
-        });
-        let body = futures::stream::iter(first_payload).chain(rest);
+        let body =
+            remote_body::response_body(head.payload.map(|p| Bytes::from(p.data)), inbound);
         builder
-            .body(Body::from_stream(body))
+            .body(body)
             .map_err(|e| ApiError::Internal(e.to_string()))
     }
 }
@@ -434,6 +428,23 @@ pub fn body_chunks(body: Body) -> impl Stream<Item = Bytes> + Send + 'static {
                 .collect();
             futures::stream::iter(pieces)
         })
+}
+
+/// Like [`body_chunks`], but a read error is passed on (so a response cut
+/// short by the app ends in an error, never as a shorter success).
+pub fn try_body_chunks(
+    body: Body,
+) -> impl Stream<Item = Result<Bytes, axum::Error>> + Send + 'static {
+    body.into_data_stream().flat_map(|r| {
+        let pieces: Vec<Result<Bytes, axum::Error>> = match r {
+            Ok(b) => (0..b.len())
+                .step_by(MAX_CHUNK)
+                .map(|i| Ok(b.slice(i..(i + MAX_CHUNK).min(b.len()))))
+                .collect(),
+            Err(e) => vec![Err(e)],
+        };
+        futures::stream::iter(pieces)
+    })
 }
 
 /// Maps a status from the target sidecar: ACL denials stay 403.
