@@ -771,3 +771,88 @@ async fn issuer_rotation_with_traffic_has_no_failed_requests() {
     .expect("callee2 holds a root-B certificate");
     drop(callee);
 }
+
+/// A gRPC app answering with the caller id it was given.
+struct WhoCalls;
+
+#[tonic::async_trait]
+impl dapr_rs_proto::server::app_callback_server::AppCallback for WhoCalls {
+    async fn on_invoke(
+        &self,
+        req: tonic::Request<dapr_common::InvokeRequest>,
+    ) -> Result<tonic::Response<dapr_common::InvokeResponse>, tonic::Status> {
+        let caller = req
+            .metadata()
+            .get("dapr-caller-app-id")
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or("")
+            .to_owned();
+        Ok(tonic::Response::new(dapr_common::InvokeResponse {
+            data: Some(prost_types::Any {
+                type_url: String::new(),
+                value: format!("{}:{caller}", req.get_ref().method).into_bytes(),
+            }),
+            content_type: "text/plain".into(),
+        }))
+    }
+}
+
+/// gRPC proxying by `dapr-app-id` crosses the sidecars over mTLS, and the
+/// callee's ACL sees the verified caller even if metadata claims another.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn grpc_proxying_goes_over_mtls_with_the_verified_caller() {
+    use dapr::dapr::proto::runtime::v1::app_callback_client::AppCallbackClient;
+    let env = Env::new().await;
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let app_port = listener.local_addr().unwrap().port();
+    tokio::spawn(async move {
+        let _ = tonic::transport::Server::builder()
+            .add_service(
+                dapr_rs_proto::server::app_callback_server::AppCallbackServer::new(WhoCalls),
+            )
+            .serve_with_incoming(tonic::transport::server::TcpIncoming::from(listener))
+            .await;
+    });
+    // Only `caller` may call, and only OnInvoke.
+    let acl = "  accessControl:\n    defaultAction: deny\n    trustDomain: public\n    policies:\n    - appId: caller\n      defaultAction: deny\n      trustDomain: public\n      namespace: default\n      operations:\n      - name: /dapr.proto.runtime.v1.AppCallback/OnInvoke\n        action: allow\n";
+    let internal = free_port();
+    let _callee = DaprdBuilder::new("callee")
+        .arg("--enable-mtls")
+        .arg("--sentry-address")
+        .arg(env.sentry.address())
+        .arg("--dapr-internal-grpc-port")
+        .arg(internal.to_string())
+        .arg("--config")
+        .arg(env.config("callee", acl).display().to_string())
+        .arg("--app-port")
+        .arg(app_port.to_string())
+        .arg("--app-protocol")
+        .arg("grpc")
+        .env("DAPR_TRUST_ANCHORS", &env.sentry.ca_pem())
+        .start()
+        .await;
+    let (caller, _) = env.daprd("caller", None, "", None).await;
+    let (outsider, _) = env.daprd("outsider", None, "", None).await;
+
+    let call = |port: u16, claim: Option<&'static str>| async move {
+        let mut client = AppCallbackClient::connect(format!("http://127.0.0.1:{port}"))
+            .await
+            .unwrap();
+        let mut req = tonic::Request::new(dapr_common::InvokeRequest {
+            method: "m".into(),
+            ..Default::default()
+        });
+        req.metadata_mut()
+            .insert("dapr-app-id", "callee".parse().unwrap());
+        if let Some(c) = claim {
+            req.metadata_mut()
+                .insert("dapr-caller-app-id", c.parse().unwrap());
+        }
+        client.on_invoke(req).await.map(|r| {
+            String::from_utf8_lossy(&r.into_inner().data.unwrap_or_default().value).into_owned()
+        })
+    };
+    assert_eq!(call(caller.grpc_port, None).await.unwrap(), "m:caller");
+    let err = call(outsider.grpc_port, Some("caller")).await.unwrap_err();
+    assert_eq!(err.code(), tonic::Code::PermissionDenied, "{err:?}");
+}

@@ -19,21 +19,36 @@ use hyper_util::{
 use super::{CALLEE_APP_ID, CALLER_APP_ID, CALLER_NAMESPACE, Invoker, Target};
 use crate::api::http::constant_time_eq;
 
-/// HTTP/2 (h2c) client used to relay gRPC calls.
+/// HTTP/2 (h2c) client used to relay gRPC calls; with mTLS, calls to other
+/// sidecars go over mutual TLS instead.
 #[derive(Clone)]
 pub struct GrpcRelay {
     client: Client<HttpConnector, Body>,
+    mtls: Option<MtlsRelay>,
+}
+
+type TlsClient = Client<hyper_rustls::HttpsConnector<HttpConnector>, Body>;
+
+/// One client per target identity: each accepts only that SPIFFE id.
+#[derive(Clone)]
+struct MtlsRelay {
+    sidecar: Arc<crate::mtls::SidecarMtls>,
+    clients: Arc<std::sync::RwLock<std::collections::HashMap<String, TlsClient>>>,
+}
+
+fn http_connector() -> HttpConnector {
+    let mut connector = HttpConnector::new();
+    connector.set_nodelay(true);
+    connector.set_connect_timeout(Some(Duration::from_secs(5)));
+    connector
 }
 
 impl Default for GrpcRelay {
     fn default() -> Self {
-        let mut connector = HttpConnector::new();
-        connector.set_nodelay(true);
-        connector.set_connect_timeout(Some(Duration::from_secs(5)));
         let client = Client::builder(TokioExecutor::new())
             .http2_only(true)
-            .build(connector);
-        Self { client }
+            .build(http_connector());
+        Self { client, mtls: None }
     }
 }
 
@@ -62,28 +77,94 @@ fn percent_encode(s: &str) -> String {
 }
 
 impl GrpcRelay {
-    async fn forward(&self, address: &str, mut req: Request) -> Response {
-        let path = req
-            .uri()
-            .path_and_query()
-            .map(|p| p.as_str().to_owned())
-            .unwrap_or_else(|| "/".to_owned());
-        let uri: Uri = match format!("http://{address}{path}").parse() {
-            Ok(u) => u,
-            Err(e) => {
-                return grpc_error(tonic::Code::Internal, &format!("bad target address: {e}"));
+    /// Calls to other sidecars use mTLS with `sidecar`'s identity.
+    pub fn with_mtls(sidecar: Arc<crate::mtls::SidecarMtls>) -> Self {
+        Self {
+            mtls: Some(MtlsRelay {
+                sidecar,
+                clients: Default::default(),
+            }),
+            ..Self::default()
+        }
+    }
+
+    /// Relays to the internal port of `target`'s sidecar at `address`.
+    async fn forward_to_sidecar(&self, address: &str, target: &Target, req: Request) -> Response {
+        let Some(mtls) = &self.mtls else {
+            return self.forward(address, req).await;
+        };
+        let key = format!("{}.{}", target.app_id, target.namespace);
+        let cached = mtls
+            .clients
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(&key)
+            .cloned();
+        let client = match cached {
+            Some(c) => c,
+            None => {
+                let cfg = match mtls
+                    .sidecar
+                    .expected_id(&target.app_id, &target.namespace)
+                    .and_then(|id| {
+                        mtls.sidecar
+                            .identity()
+                            .client_config(dapr_security::tls::PeerAuthorizer::exact(id))
+                            .map_err(|e| e.to_string())
+                    }) {
+                    Ok(c) => c,
+                    Err(e) => return grpc_error(tonic::Code::Internal, &e),
+                };
+                let mut http = http_connector();
+                http.enforce_http(false);
+                let connector = hyper_rustls::HttpsConnector::from((http, cfg));
+                let client = Client::builder(TokioExecutor::new())
+                    .http2_only(true)
+                    .build(connector);
+                mtls.clients
+                    .write()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .insert(key, client.clone());
+                client
             }
         };
-        *req.uri_mut() = uri;
-        *req.version_mut() = http::Version::HTTP_2;
-        req.headers_mut().remove("host");
-        match self.client.request(req).await {
-            Ok(resp) => resp.map(Body::new),
-            Err(e) => grpc_error(
-                tonic::Code::Unavailable,
-                &format!("failed to proxy request: {e}"),
-            ),
+        send(&client, "https", address, req).await
+    }
+
+    async fn forward(&self, address: &str, req: Request) -> Response {
+        send(&self.client, "http", address, req).await
+    }
+}
+
+async fn send<C>(
+    client: &Client<C, Body>,
+    scheme: &str,
+    address: &str,
+    mut req: Request,
+) -> Response
+where
+    C: hyper_util::client::legacy::connect::Connect + Clone + Send + Sync + 'static,
+{
+    let path = req
+        .uri()
+        .path_and_query()
+        .map(|p| p.as_str().to_owned())
+        .unwrap_or_else(|| "/".to_owned());
+    let uri: Uri = match format!("{scheme}://{address}{path}").parse() {
+        Ok(u) => u,
+        Err(e) => {
+            return grpc_error(tonic::Code::Internal, &format!("bad target address: {e}"));
         }
+    };
+    *req.uri_mut() = uri;
+    *req.version_mut() = http::Version::HTTP_2;
+    req.headers_mut().remove("host");
+    match client.request(req).await {
+        Ok(resp) => resp.map(Body::new),
+        Err(e) => grpc_error(
+            tonic::Code::Unavailable,
+            &format!("failed to proxy request: {e}"),
+        ),
     }
 }
 
@@ -152,7 +233,7 @@ pub async fn api_fallback(State(state): State<ProxyState>, mut req: Request) -> 
             );
         }
     };
-    state.relay.forward(&address, req).await
+    state.relay.forward_to_sidecar(&address, &target, req).await
 }
 
 /// Fallback of the internal gRPC port: a call proxied by another sidecar,
@@ -160,6 +241,10 @@ pub async fn api_fallback(State(state): State<ProxyState>, mut req: Request) -> 
 pub async fn internal_fallback(State(state): State<ProxyState>, req: Request) -> Response {
     // Read what access control needs up front: the body is not `Sync`, so no
     // borrow of the request may live across an await.
+    let verified_td = req
+        .extensions()
+        .get::<crate::mtls::VerifiedCaller>()
+        .map(|c| c.0.trust_domain().to_owned());
     let (operation, caller_id, caller_ns) = {
         let header = |k: &str| {
             req.headers()
@@ -180,11 +265,11 @@ pub async fn internal_fallback(State(state): State<ProxyState>, req: Request) ->
         let ns = Some(caller_ns)
             .filter(|n| !n.is_empty())
             .unwrap_or_else(|| "default".to_owned());
-        let caller = dapr_policy::acl::CallerIdentity::new(
-            caller_id,
-            ns,
-            state.invoker.default_trust_domain.clone(),
-        );
+        // Under mTLS the caller headers were replaced by the certificate's
+        // identity (crate::mtls); its trust domain comes with it.
+        let trust_domain =
+            verified_td.unwrap_or_else(|| state.invoker.default_trust_domain.clone());
+        let caller = dapr_policy::acl::CallerIdentity::new(caller_id, ns, trust_domain);
         state.invoker.acl.check(&caller, &operation, None)
     };
     if !decision.allowed {
