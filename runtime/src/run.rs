@@ -26,7 +26,7 @@ use crate::{
         self, Invoker,
         grpc_proxy::{self, GrpcRelay, ProxyState},
     },
-    kubernetes, middleware,
+    middleware,
     mtls::{self, SidecarMtls},
     options::{Mode, Options},
     resources::{self, Sourced},
@@ -103,19 +103,13 @@ pub async fn run(opts: Options) -> anyhow::Result<()> {
     let api_token = std::env::var("DAPR_API_TOKEN")
         .ok()
         .filter(|t| !t.is_empty());
-    // Kubernetes mode: every resource comes from the operator.
-    let operator = if opts.mode == Mode::Kubernetes {
-        Some(kubernetes::Operator::start(&opts, &namespace).await?)
-    } else {
-        None
-    };
+    if opts.mode == Mode::Kubernetes {
+        tracing::warn!(
+            "--mode kubernetes: loading resources from the operator is not available yet; using --resources-path"
+        );
+    }
 
     let configuration: Option<Configuration> = match opts.config.first() {
-        // In Kubernetes mode --config names a Configuration resource.
-        Some(name) if operator.is_some() => match &operator {
-            Some(op) => Some(op.client.get_configuration(name).await?),
-            None => None,
-        },
         Some(path) => Some(
             resources::load_configuration(path)?
                 .with_context(|| format!("--config {path} holds no Configuration"))?,
@@ -138,9 +132,7 @@ pub async fn run(opts: Options) -> anyhow::Result<()> {
     let registry = Arc::new(Registry::default());
     let max_message = usize::try_from(opts.max_body_size).unwrap_or(usize::MAX);
     let resolver = name_resolver(&opts, configuration.as_ref())?;
-    let resources = if let Some(op) = &operator {
-        op.load_resources(&opts.app_id).await?
-    } else if opts.resources_paths.is_empty() {
+    let resources = if opts.resources_paths.is_empty() {
         resources::Resources::default()
     } else {
         resources::load(&opts.resources_paths)?
@@ -165,12 +157,7 @@ pub async fn run(opts: Options) -> anyhow::Result<()> {
         bail!("invalid Resiliency resource: {e}");
     }
     // The certificate is requested with the app trust domain, as in Dapr.
-    let mtls = if let Some(m) = operator
-        .as_ref()
-        .and_then(|o| o.mtls_for(acl.trust_domain()))
-    {
-        Some(m)
-    } else if opts.enable_mtls {
+    let mtls = if opts.enable_mtls {
         Some(SidecarMtls::start(&opts, &opts.app_id, &namespace, acl.trust_domain()).await?)
     } else {
         None
@@ -193,7 +180,7 @@ pub async fn run(opts: Options) -> anyhow::Result<()> {
         namespace: namespace.clone(),
         registry: sidecar.registry.clone(),
     });
-    let components = if opts.resources_paths.is_empty() && operator.is_none() {
+    let components = if opts.resources_paths.is_empty() {
         embedded_default_components(&opts)?
     } else {
         resources.components.clone()
@@ -318,14 +305,7 @@ pub async fn run(opts: Options) -> anyhow::Result<()> {
         .await
         .context("name resolution registration")?;
 
-    if let Some(op) = &operator {
-        op.spawn_watches(
-            loader.clone(),
-            &opts.app_id,
-            configuration.as_ref(),
-            sidecar.shutdown.clone(),
-        );
-    } else if hot_reload && !opts.resources_paths.is_empty() {
+    if hot_reload && !opts.resources_paths.is_empty() {
         tokio::spawn(hotreload::watch(
             opts.resources_paths.clone(),
             loader.clone(),
