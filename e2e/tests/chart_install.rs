@@ -1,0 +1,313 @@
+//! `charts/dapr` on the real tier-2 cluster: `helm install --wait` brings
+//! every control-plane pod to Ready, and `helm uninstall` removes every
+//! object of the release.
+//!
+//! The chart's cluster-scoped objects (ClusterRoles, the webhook
+//! configuration) have fixed names, as in Dapr, so only one release of the
+//! chart can exist in the cluster at a time; this test installs into its own
+//! namespace and puts the secret-reader Role there too.
+
+mod chart_support;
+
+use std::time::{Duration, Instant};
+
+use chart_support::*;
+use dapr_e2e::{Cluster, E2eError, TestNamespace, eventually, profile_dir};
+use serde_json::Value;
+
+const BINARIES: [&str; 5] = [
+    "daprd",
+    "dapr-operator",
+    "dapr-sentry",
+    "dapr-injector",
+    "dapr-placement",
+];
+
+/// helm against the test cluster.
+fn helm_k(cluster: &Cluster, args: &[&str]) -> Result<String, String> {
+    let kc = cluster.kubeconfig().to_string_lossy().into_owned();
+    let mut full: Vec<&str> = vec!["--kubeconfig", &kc];
+    full.extend_from_slice(args);
+    run_helm(&full)
+}
+
+/// One line per pod: name, phase, ready, restarts and, when not ready, why.
+/// The second list: pods not Ready or restarted, with their readiness.
+fn pod_report(ns: &TestNamespace) -> Result<(Vec<String>, Vec<(String, bool)>), E2eError> {
+    let text = ns.kubectl(&["get", "pods", "-o", "json"])?;
+    let list: Value = serde_json::from_str(&text).map_err(|e| E2eError::Output {
+        what: "kubectl get pods -o json".into(),
+        message: e.to_string(),
+    })?;
+    let mut lines = Vec::new();
+    let mut not_ready = Vec::new();
+    for p in list["items"].as_array().into_iter().flatten() {
+        let name = p["metadata"]["name"]
+            .as_str()
+            .unwrap_or_default()
+            .to_string();
+        let phase = p["status"]["phase"].as_str().unwrap_or("?");
+        let ready = p["status"]["conditions"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .any(|c| c["type"] == "Ready" && c["status"] == "True");
+        let cs = &p["status"]["containerStatuses"][0];
+        let restarts = cs["restartCount"].as_i64().unwrap_or(0);
+        let why = [&cs["state"]["waiting"], &cs["lastState"]["terminated"]]
+            .iter()
+            .filter_map(|s| {
+                let reason = s["reason"].as_str()?;
+                Some(format!(
+                    "{reason} {}",
+                    s["message"].as_str().unwrap_or_default()
+                ))
+            })
+            .collect::<Vec<_>>()
+            .join("; ");
+        lines.push(format!(
+            "{name:<45} {phase:<9} ready={ready:<5} restarts={restarts} {why}"
+        ));
+        if !ready || restarts > 0 {
+            not_ready.push((name, ready));
+        }
+    }
+    Ok((lines, not_ready))
+}
+
+/// (kind, name) of every object in a rendered manifest.
+fn manifest_objects(manifest: &str) -> Vec<(String, String)> {
+    parse_docs(manifest)
+        .iter()
+        .map(|d| (kind(d).to_string(), name(d).to_string()))
+        .collect()
+}
+
+/// With only the chart's RBAC, each component did what it must: Sentry filled
+/// the trust bundle, the injector wrote its webhook's caBundle, the operator
+/// holds its Lease, and no component logged an authorization refusal.
+async fn control_plane_did_its_work(cluster: &Cluster, ns: &TestNamespace) -> Result<(), String> {
+    let json = |args: &[&str]| -> Result<Value, String> {
+        let text = ns.kubectl(args).map_err(|e| e.to_string())?;
+        serde_json::from_str(&text).map_err(|e| e.to_string())
+    };
+    let secret = json(&["get", "secret", "dapr-trust-bundle", "-o", "json"])?;
+    for key in ["ca.crt", "issuer.crt", "issuer.key"] {
+        if !secret["data"][key].as_str().is_some_and(|v| !v.is_empty()) {
+            return Err(format!(
+                "Sentry did not write {key} into the dapr-trust-bundle Secret"
+            ));
+        }
+    }
+    let cm = json(&["get", "configmap", "dapr-trust-bundle", "-o", "json"])?;
+    if !cm["data"]["ca.crt"]
+        .as_str()
+        .is_some_and(|v| v.contains("BEGIN CERTIFICATE"))
+    {
+        return Err("Sentry did not publish ca.crt in the dapr-trust-bundle ConfigMap".into());
+    }
+    let ca_bundle = eventually(
+        "the injector's caBundle in its MutatingWebhookConfiguration",
+        Duration::from_secs(60),
+        Duration::from_millis(500),
+        || async {
+            let text = cluster.kubectl(&[
+                "get",
+                "mutatingwebhookconfiguration",
+                "dapr-sidecar-injector",
+                "-o",
+                "jsonpath={.webhooks[0].clientConfig.caBundle}",
+            ])?;
+            Ok::<_, E2eError>((!text.trim().is_empty()).then_some(()))
+        },
+    )
+    .await;
+    ca_bundle.map_err(|e| e.to_string())?;
+    let lease = eventually(
+        "the operator's leader Lease",
+        Duration::from_secs(60),
+        Duration::from_millis(500),
+        || async {
+            let v = json(&["get", "lease", "operator.dapr.io", "-o", "json"]);
+            Ok::<_, String>(v.ok().and_then(|v| {
+                v["spec"]["holderIdentity"]
+                    .as_str()
+                    .filter(|h| h.starts_with("dapr-operator-"))
+                    .map(str::to_string)
+            }))
+        },
+    )
+    .await;
+    lease.map_err(|e| e.to_string())?;
+    for selector in [
+        "app=dapr-operator",
+        "app=dapr-sentry",
+        "app=dapr-sidecar-injector",
+        "app=dapr-placement-server",
+    ] {
+        let logs = ns
+            .kubectl(&["logs", "-l", selector, "--tail", "-1"])
+            .map_err(|e| e.to_string())?;
+        if let Some(line) = logs
+            .lines()
+            .find(|l| l.contains("forbidden") || l.contains("Forbidden"))
+        {
+            return Err(format!("{selector} was refused by RBAC: {line}"));
+        }
+    }
+    Ok(())
+}
+
+#[tokio::test]
+async fn helm_install_brings_the_control_plane_ready_and_uninstall_cleans_up()
+-> Result<(), E2eError> {
+    let Some(cluster) = Cluster::tier2().await else {
+        return Ok(());
+    };
+    let bins = profile_dir();
+    for b in BINARIES {
+        assert!(
+            bins.join(b).is_file(),
+            "{}/{b} is not built; build the binaries first (cargo build --bins)",
+            bins.display()
+        );
+    }
+    cluster.import_images_only(&bins, &BINARIES)?;
+
+    let ns = cluster.namespace("dapr-chart")?;
+    let release = "dapr-chart-test";
+    let chart = chart_dir().to_string_lossy().into_owned();
+    let reader_ns = format!("dapr_rbac.secretReader.namespace={}", ns.name());
+    let started = Instant::now();
+    let installed = helm_k(
+        &cluster,
+        &[
+            "install",
+            release,
+            &chart,
+            "--namespace",
+            ns.name(),
+            "--set",
+            "global.imagePullPolicy=Never",
+            "--set",
+            "dapr_sidecar_injector.sidecarImagePullPolicy=Never",
+            "--set",
+            &reader_ns,
+            "--wait",
+            "--timeout",
+            "240s",
+        ],
+    );
+    let install_secs = started.elapsed().as_secs_f64();
+    let (report, not_ready) = pod_report(&ns)?;
+    eprintln!(
+        "helm install --wait: {} after {install_secs:.1} s\n{}",
+        if installed.is_ok() { "ok" } else { "FAILED" },
+        report.join("\n")
+    );
+    for (pod, ready) in &not_ready {
+        if let Ok(logs) = ns.kubectl(&["logs", pod, "--previous", "--tail", "5"]) {
+            eprintln!("--- last lines before the restart of {pod}:\n{logs}");
+        }
+        if !ready && let Ok(logs) = ns.kubectl(&["logs", pod, "--tail", "15"]) {
+            eprintln!("--- last log lines of {pod}:\n{logs}");
+        }
+    }
+    let not_ready: Vec<String> = not_ready
+        .into_iter()
+        .filter(|(_, ready)| !ready)
+        .map(|(p, _)| p)
+        .collect();
+    let working = if not_ready.is_empty() {
+        control_plane_did_its_work(&cluster, &ns).await
+    } else {
+        Err("not every pod is Ready".to_string())
+    };
+
+    // The objects of the release, for the leftover check after uninstall.
+    let manifest = helm_k(
+        &cluster,
+        &["get", "manifest", release, "--namespace", ns.name()],
+    )
+    .unwrap_or_else(|e| panic!("{e}"));
+    let objects = manifest_objects(&manifest);
+    assert!(objects.len() > 20, "release manifest: {objects:?}");
+
+    let install_result = installed.map(|_| ()).and_then(|()| {
+        if not_ready.is_empty() && report.len() == 4 {
+            Ok(())
+        } else {
+            Err(format!(
+                "expected 4 Ready control-plane pods, not ready: {not_ready:?}"
+            ))
+        }
+    });
+
+    // Uninstall whatever happened above, then check nothing of it is left.
+    helm_k(
+        &cluster,
+        &[
+            "uninstall",
+            release,
+            "--namespace",
+            ns.name(),
+            "--wait",
+            "--timeout",
+            "120s",
+        ],
+    )
+    .unwrap_or_else(|e| panic!("{e}"));
+    let leftovers = eventually(
+        "every object of the release gone",
+        Duration::from_secs(60),
+        Duration::from_millis(500),
+        || async {
+            let mut left = Vec::new();
+            for (k, n) in &objects {
+                let cluster_scoped = matches!(
+                    k.as_str(),
+                    "ClusterRole" | "ClusterRoleBinding" | "MutatingWebhookConfiguration"
+                );
+                let target = format!("{}/{n}", k.to_lowercase());
+                let got = if cluster_scoped {
+                    cluster.kubectl(&["get", &target, "--ignore-not-found", "-o", "name"])
+                } else {
+                    ns.kubectl(&["get", &target, "--ignore-not-found", "-o", "name"])
+                };
+                match got {
+                    Ok(s) if s.trim().is_empty() => {}
+                    Ok(_) => left.push(target),
+                    Err(e) => return Err(e),
+                }
+            }
+            // What the workloads owned: pods, ReplicaSets, revisions.
+            let owned = ns.kubectl(&[
+                "get",
+                "pods,replicasets,controllerrevisions,poddisruptionbudgets",
+                "-o",
+                "name",
+            ])?;
+            left.extend(owned.lines().map(str::to_string));
+            Ok(if left.is_empty() { Some(()) } else { None })
+        },
+    )
+    .await;
+    // Objects the running binaries created themselves (not the chart's).
+    let runtime = ns
+        .kubectl(&["get", "leases,services,endpoints", "-o", "name"])
+        .unwrap_or_default();
+    eprintln!(
+        "after helm uninstall, runtime-created objects in {}: {:?}",
+        ns.name(),
+        runtime.lines().collect::<Vec<_>>()
+    );
+
+    if let Err(e) = install_result {
+        panic!("helm install: {e}");
+    }
+    if let Err(e) = working {
+        panic!("control plane installed but not working with the chart's RBAC: {e}");
+    }
+    leftovers?;
+    Ok(())
+}
