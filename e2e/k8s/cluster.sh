@@ -84,6 +84,8 @@ cmd_deps() {
 	# dnsmasq-base: the binary only (the `dnsmasq` package would start a system resolver with upstreams).
 	apt_install etcd-server containerd runc containernetworking-plugins iptables conntrack dnsmasq-base \
 		openssl busybox-static gcc libc6-dev jq curl iproute2 util-linux xz-utils
+	# Any kubectl will do (the machine image has a recent one); Debian's matches the server.
+	command -v kubectl >/dev/null || apt_install kubernetes-client
 }
 
 # -------------------------------------------------------------------------------------------------- bins
@@ -538,6 +540,10 @@ int main(void) {
     for (;;) pause();
 }
 EOF
+	# Kubernetes' own pause.c when a source tree was fetched by `bins --from-source`; else the equivalent above.
+	local upstream
+	upstream=$(find "$CACHE/src" -maxdepth 5 -path '*/build/pause/linux/pause.c' 2>/dev/null | head -1 || true)
+	[[ -z $upstream ]] || cp "$upstream" "$d/pause.c"
 	gcc -static -O2 -o "$d/pause" "$d/pause.c"
 	import_image pause "$d/pause"
 }

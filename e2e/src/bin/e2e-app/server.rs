@@ -170,7 +170,8 @@ mod tests {
             .route(
                 "/v1.0/state/{store}",
                 post(|Path(store): Path<String>, body: Bytes| async move {
-                    (StatusCode::NO_CONTENT, [("x-store", store)], body)
+                    // Dapr answers 204; 201 here so the recorded payload can be sent back.
+                    (StatusCode::CREATED, [("x-store", store)], body)
                 }),
             )
             .route(
@@ -220,7 +221,7 @@ mod tests {
         assert_eq!((r.status.as_u16(), &r.body[..]), (202, &b"other:ping"[..]));
 
         let r = call(Method::POST, &format!("{app}/state/store1/k1"), "{\"a\":1}").await;
-        assert_eq!(r.status.as_u16(), 204);
+        assert_eq!(r.status.as_u16(), 201);
         let sent: serde_json::Value = serde_json::from_slice(&r.body).unwrap();
         assert_eq!(sent, serde_json::json!([{"key": "k1", "value": {"a": 1}}]));
 
