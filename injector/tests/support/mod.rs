@@ -16,9 +16,9 @@ use http_body_util::{BodyExt, Full};
 use hyper::{Request, body::Bytes};
 use hyper_util::rt::TokioIo;
 use rcgen::{BasicConstraints, CertificateParams, DnType, IsCa, Issuer, KeyPair};
-use rustls::{ClientConfig, RootCertStore, pki_types::ServerName};
 use rustls_pki_types::{CertificateDer, pem::PemObject};
 use tokio_rustls::TlsConnector;
+use tokio_rustls::rustls::{self, ClientConfig, RootCertStore, pki_types::ServerName};
 
 /// A CA and a serving certificate for 127.0.0.1 / localhost, written as PEM files.
 pub struct Pki {
@@ -93,7 +93,18 @@ impl InjectorProcess {
     /// `extra` adds flags, `env` adds variables (the environment is otherwise
     /// cleared so no kubeconfig leaks in).
     pub fn start(binary: &Path, pki: &Pki, extra: &[String], env: &[(&str, String)]) -> Self {
-        let (port, healthz_port, metrics_port) = (free_port(), free_port(), free_port());
+        Self::start_on(binary, pki, free_port(), extra, env)
+    }
+
+    /// Like [`InjectorProcess::start`] with the webhook on `port`.
+    pub fn start_on(
+        binary: &Path,
+        pki: &Pki,
+        port: u16,
+        extra: &[String],
+        env: &[(&str, String)],
+    ) -> Self {
+        let (healthz_port, metrics_port) = (free_port(), free_port());
         let mut cmd = Command::new(binary);
         cmd.env_clear()
             .env("PATH", std::env::var_os("PATH").unwrap_or_default())
