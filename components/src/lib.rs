@@ -8,6 +8,7 @@
 pub mod duration;
 pub mod metadata;
 pub mod nameresolution;
+pub mod pubsub;
 pub mod secretstores;
 pub mod state;
 
