@@ -45,6 +45,9 @@ use crate::{
 
 const CALLER_ID: &str = "bench-caller";
 const CALLEE_ID: &str = "bench-callee";
+/// The --mtls pair.
+const MTLS_CALLER_ID: &str = "bench-caller-mtls";
+const MTLS_CALLEE_ID: &str = "bench-callee-mtls";
 const METHOD: &str = "echo";
 
 fn payload(size: usize) -> Bytes {
@@ -398,6 +401,8 @@ async fn wait_callable(caller: &Caller) -> anyhow::Result<()> {
 enum Target {
     Direct,
     Sidecar,
+    /// The same path with --enable-mtls between the sidecars.
+    SidecarMtls,
 }
 
 impl Target {
@@ -405,8 +410,71 @@ impl Target {
         match self {
             Target::Direct => "direct",
             Target::Sidecar => "sidecar",
+            Target::SidecarMtls => "mtls",
         }
     }
+}
+
+// ------------------------------------------------------------------- sentry --
+
+/// A dapr-sentry process for --mtls, with generated credentials in a temp
+/// dir. Dropping it kills the process.
+struct SentryProc {
+    child: std::process::Child,
+    port: u16,
+    ca: std::path::PathBuf,
+}
+
+impl Drop for SentryProc {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn start_sentry(bin: &Path, dir: &Path) -> anyhow::Result<SentryProc> {
+    if !bin.is_file() {
+        bail!(
+            "dapr-sentry binary {} not found; build it with `cargo build --release -p dapr-sentry` or pass --sentry",
+            bin.display()
+        );
+    }
+    let creds = dir.join("sentry-creds");
+    std::fs::create_dir_all(&creds).context("cannot create the Sentry credentials dir")?;
+    let ports = crate::daprd::free_ports(3)?;
+    let log = std::fs::File::create(dir.join("sentry.log")).context("cannot create sentry.log")?;
+    let child = std::process::Command::new(bin)
+        .args([
+            "--port",
+            &ports[0].to_string(),
+            "--listen-address",
+            "127.0.0.1",
+        ])
+        .args(["--healthz-port", &ports[1].to_string()])
+        .args(["--healthz-listen-address", "127.0.0.1"])
+        .args(["--metrics-port", &ports[2].to_string()])
+        .args(["--metrics-listen-address", "127.0.0.1"])
+        .arg("--issuer-credentials")
+        .arg(&creds)
+        .env("NAMESPACE", "default")
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null())
+        .stderr(log)
+        .spawn()
+        .with_context(|| format!("cannot start {}", bin.display()))?;
+    let sentry = SentryProc {
+        child,
+        port: ports[0],
+        ca: creds.join("ca.crt"),
+    };
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while crate::daprd::probe(ports[1], "GET", "/healthz") != Some(200) {
+        if Instant::now() >= deadline {
+            bail!("dapr-sentry did not become healthy within 30 s");
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    Ok(sentry)
 }
 
 /// mCPU of a phase: CPU seconds / wall seconds x 1000.
@@ -429,6 +497,8 @@ struct ProtocolRun {
     protocol: Protocol,
     rss_max: [u64; 2],
     pids: [u32; 2],
+    /// RSS maxima and pids of the --mtls pair.
+    mtls: Option<([u64; 2], [u32; 2])>,
 }
 
 #[derive(Clone, Copy)]
@@ -519,6 +589,7 @@ async fn run_protocol(
     protocol: Protocol,
     body: &Bytes,
     rows: &mut Vec<Row>,
+    sentry: Option<&SentryProc>,
 ) -> anyhow::Result<ProtocolRun> {
     let app = start_echo_app(protocol)?;
     let tmp = tempfile::tempdir().context("cannot create a temp dir")?;
@@ -566,6 +637,41 @@ async fn run_protocol(
         log: &caller_log,
         extra_args: &caller_args,
     })?;
+    // The --mtls pair: same app, same flags, plus mTLS from Sentry.
+    let mtls_pair = match sentry {
+        Some(s) => {
+            let mtls_flags = [
+                "--enable-mtls".to_owned(),
+                "--sentry-address".to_owned(),
+                format!("127.0.0.1:{}", s.port),
+                "--trust-anchors-file".to_owned(),
+                s.ca.display().to_string(),
+            ];
+            let mut callee_m_args = callee_args.clone();
+            callee_m_args.extend(mtls_flags.iter().cloned());
+            let callee_m = start_daprd(&Launch {
+                bin: &args.daprd,
+                app_id: MTLS_CALLEE_ID,
+                data_dir: &tmp.path().join("callee-mtls-data"),
+                resources_path: Some(&resources),
+                log: &tmp.path().join("callee-mtls.log"),
+                extra_args: &callee_m_args,
+            })?;
+            let mut caller_m_args = caller_args.clone();
+            caller_m_args.extend(mtls_flags.iter().cloned());
+            let caller_m = start_daprd(&Launch {
+                bin: &args.daprd,
+                app_id: MTLS_CALLER_ID,
+                data_dir: &tmp.path().join("caller-mtls-data"),
+                resources_path: Some(&resources),
+                log: &tmp.path().join("caller-mtls.log"),
+                extra_args: &caller_m_args,
+            })?;
+            Some((caller_m, callee_m))
+        }
+        None => None,
+    };
+    let mtls_pids = mtls_pair.as_ref().map(|(a, b)| [a.pid(), b.pid()]);
     let pids = [caller.pid(), callee.pid()];
     eprintln!(
         "{}: echo app on 127.0.0.1:{}, daprd A ({CALLER_ID}, pid {}), daprd B ({CALLEE_ID}, pid {})",
@@ -574,7 +680,17 @@ async fn run_protocol(
         pids[0],
         pids[1]
     );
-    let (rss_stop, rss_task) = rss_sampler(pids.to_vec());
+    if let Some(p) = mtls_pids {
+        eprintln!(
+            "{}: mTLS pair: daprd A ({MTLS_CALLER_ID}, pid {}), daprd B ({MTLS_CALLEE_ID}, pid {})",
+            protocol_name(protocol),
+            p[0],
+            p[1]
+        );
+    }
+    let mut sampled = pids.to_vec();
+    sampled.extend(mtls_pids.iter().flatten());
+    let (rss_stop, rss_task) = rss_sampler(sampled);
 
     let result = async {
         let (direct, sidecar) = match protocol {
@@ -591,10 +707,27 @@ async fn run_protocol(
                 Caller::grpc(caller.grpc_port, Some(CALLEE_ID), body).await?,
             ),
         };
+        let mtls = match &mtls_pair {
+            Some((a, _)) => Some(match protocol {
+                Protocol::Http => Caller::http(
+                    a.http_port,
+                    &format!("/v1.0/invoke/{MTLS_CALLEE_ID}/method/{METHOD}"),
+                    body.clone(),
+                )?,
+                Protocol::Grpc => Caller::grpc(a.grpc_port, Some(MTLS_CALLEE_ID), body).await?,
+            }),
+            None => None,
+        };
         wait_callable(&direct).await?;
         wait_callable(&sidecar).await?;
+        if let Some(m) = &mtls {
+            wait_callable(m).await?;
+        }
         run_target(args, protocol, Target::Direct, direct, pids, rows).await?;
         run_target(args, protocol, Target::Sidecar, sidecar, pids, rows).await?;
+        if let (Some(m), Some(p)) = (mtls, mtls_pids) {
+            run_target(args, protocol, Target::SidecarMtls, m, p, rows).await?;
+        }
         anyhow::Ok(())
     }
     .await;
@@ -604,9 +737,17 @@ async fn run_protocol(
     if result.is_err() {
         eprintln!("daprd A log (tail):\n{}", caller.log_tail());
         eprintln!("daprd B log (tail):\n{}", callee.log_tail());
+        if let Some((a, b)) = &mtls_pair {
+            eprintln!("mTLS daprd A log (tail):\n{}", a.log_tail());
+            eprintln!("mTLS daprd B log (tail):\n{}", b.log_tail());
+        }
     }
     stop_daprd(caller);
     stop_daprd(callee);
+    if let Some((a, b)) = mtls_pair {
+        stop_daprd(a);
+        stop_daprd(b);
+    }
     drop(app);
     result?;
     Ok(ProtocolRun {
@@ -616,6 +757,15 @@ async fn run_protocol(
             rss.get(1).copied().unwrap_or(0),
         ],
         pids,
+        mtls: mtls_pids.map(|p| {
+            (
+                [
+                    rss.get(2).copied().unwrap_or(0),
+                    rss.get(3).copied().unwrap_or(0),
+                ],
+                p,
+            )
+        }),
     })
 }
 
@@ -627,11 +777,20 @@ pub async fn run(args: InvokeArgs) -> anyhow::Result<()> {
         );
     }
     let body = payload(args.payload_size);
+    let sentry_dir = tempfile::tempdir().context("cannot create a temp dir")?;
+    let sentry = if args.mtls {
+        Some(tokio::task::block_in_place(|| {
+            start_sentry(&args.sentry, sentry_dir.path())
+        })?)
+    } else {
+        None
+    };
     let mut rows = Vec::new();
     let mut runs = Vec::new();
     for &protocol in &args.protocols {
-        runs.push(run_protocol(&args, protocol, &body, &mut rows).await?);
+        runs.push(run_protocol(&args, protocol, &body, &mut rows, sentry.as_ref()).await?);
     }
+    drop(sentry);
     print(&args, &rows, &runs);
     Ok(())
 }
@@ -702,11 +861,11 @@ fn print(args: &InvokeArgs, rows: &[Row], runs: &[ProtocolRun]) {
         "added latency (sidecar minus direct at the same percentile, ms) and throughput ratio"
     );
     println!(
-        "{:<5} {:<13} {:>8} {:>8} {:>8}  {:>10}",
+        "{:<6} {:<13} {:>8} {:>8} {:>8}  {:>10}",
         "proto", "shape", "p50", "p90", "p99", "throughput"
     );
-    println!("{}", "-".repeat(58));
-    for s in rows.iter().filter(|r| r.target == Target::Sidecar) {
+    println!("{}", "-".repeat(59));
+    for s in rows.iter().filter(|r| r.target != Target::Direct) {
         let Some(d) = rows
             .iter()
             .find(|r| r.target == Target::Direct && r.protocol == s.protocol && r.shape == s.shape)
@@ -720,8 +879,16 @@ fn print(args: &InvokeArgs, rows: &[Row], runs: &[ProtocolRun]) {
             "-".to_owned()
         };
         println!(
-            "{:<5} {:<13} {:>8} {:>8} {:>8}  {:>10}",
-            protocol_name(s.protocol),
+            "{:<6} {:<13} {:>8} {:>8} {:>8}  {:>10}",
+            format!(
+                "{}{}",
+                protocol_name(s.protocol),
+                if s.target == Target::SidecarMtls {
+                    "+m"
+                } else {
+                    ""
+                }
+            ),
             s.shape.to_string(),
             delta(q(sh, 0.5), q(dh, 0.5)),
             delta(q(sh, 0.9), q(dh, 0.9)),
@@ -729,7 +896,39 @@ fn print(args: &InvokeArgs, rows: &[Row], runs: &[ProtocolRun]) {
             ratio
         );
     }
-    println!("(throughput = sidecar req/s / direct req/s in the same shape)");
+    println!("(throughput = sidecar req/s / direct req/s in the same shape; +m = the mTLS pair)");
+
+    if rows.iter().any(|r| r.target == Target::SidecarMtls) {
+        println!();
+        println!("what mTLS adds (mtls pair minus plaintext pair at the same percentile, ms)");
+        println!(
+            "{:<5} {:<13} {:>8} {:>8} {:>8}  {:>10}",
+            "proto", "shape", "p50", "p90", "p99", "throughput"
+        );
+        println!("{}", "-".repeat(58));
+        for m in rows.iter().filter(|r| r.target == Target::SidecarMtls) {
+            let Some(s) = rows.iter().find(|r| {
+                r.target == Target::Sidecar && r.protocol == m.protocol && r.shape == m.shape
+            }) else {
+                continue;
+            };
+            let (mh, sh) = (&m.result.rec.save, &s.result.rec.save);
+            let ratio = if s.result.throughput() > 0.0 {
+                format!("{:.3}x", m.result.throughput() / s.result.throughput())
+            } else {
+                "-".to_owned()
+            };
+            println!(
+                "{:<5} {:<13} {:>8} {:>8} {:>8}  {:>10}",
+                protocol_name(m.protocol),
+                m.shape.to_string(),
+                delta(q(mh, 0.5), q(sh, 0.5)),
+                delta(q(mh, 0.9), q(sh, 0.9)),
+                delta(q(mh, 0.99), q(sh, 0.99)),
+                ratio
+            );
+        }
+    }
 
     println!();
     println!(
@@ -763,6 +962,16 @@ fn print(args: &InvokeArgs, rows: &[Row], runs: &[ProtocolRun]) {
             run.pids[0],
             run.pids[1]
         );
+        if let Some((rss, pids)) = run.mtls {
+            println!(
+                "{}: RSS max, mTLS pair: daprd A {:.1} MiB, daprd B {:.1} MiB (pids {}, {})",
+                protocol_name(run.protocol),
+                procfs::mib(rss[0]),
+                procfs::mib(rss[1]),
+                pids[0],
+                pids[1]
+            );
+        }
     }
     println!(
         "Dapr 1.17 reference (published, other machine): +1.06 ms p50 / +2.90 ms p99 added, \

@@ -72,6 +72,13 @@ pub struct InvokeArgs {
     /// Protocols to run, comma-separated.
     #[arg(long, value_enum, value_delimiter = ',', default_value = "http,grpc")]
     pub protocols: Vec<Protocol>,
+    /// Also run a second sidecar pair with --enable-mtls (certificates from
+    /// a dapr-sentry started for the run) and report what mTLS adds.
+    #[arg(long)]
+    pub mtls: bool,
+    /// The dapr-sentry binary for --mtls.
+    #[arg(long, default_value = "target/release/dapr-sentry")]
+    pub sentry: PathBuf,
 }
 
 impl InvokeArgs {
