@@ -93,6 +93,16 @@ pub struct Args {
 }
 
 impl Args {
+    /// Parses a command line (the first item is the program name), for
+    /// embedding the operator in tests without depending on clap there.
+    pub fn from_argv<I, T>(argv: I) -> Result<Self, clap::Error>
+    where
+        I: IntoIterator<Item = T>,
+        T: Into<std::ffi::OsString> + Clone,
+    {
+        Self::try_parse_from(argv)
+    }
+
     /// `addr:port`, with an empty address meaning all interfaces.
     pub fn socket(address: &str, port: u16) -> String {
         if address.is_empty() {
