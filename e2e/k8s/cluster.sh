@@ -325,8 +325,10 @@ net_up() {
 	if ! ip link show "$NODE_IF" >/dev/null 2>&1; then
 		# A dummy interface where the kernel has them; otherwise an ifb device, which behaves the
 		# same for routing (holds a local address, silently drops what is routed to it).
-		ip link add "$NODE_IF" type dummy 2>/dev/null || ip link add "$NODE_IF" type ifb ||
-			die "cannot create the $NODE_IF interface (neither dummy nor ifb)"
+		# A bridge with no ports is the last resort: it, too, delivers nothing anywhere.
+		ip link add "$NODE_IF" type dummy 2>/dev/null || ip link add "$NODE_IF" type ifb 2>/dev/null ||
+			ip link add "$NODE_IF" type bridge ||
+			die "cannot create the $NODE_IF interface (dummy, ifb or bridge)"
 		sysctl -qw "net.ipv6.conf.$NODE_IF.disable_ipv6=1" 2>/dev/null || true
 	fi
 	ip addr replace "$NODE_IP/32" dev "$NODE_IF"
