@@ -11,6 +11,7 @@
 //! sidecars (caller daprd -> callee daprd -> app), over HTTP and gRPC.
 
 mod daprd;
+mod injector;
 mod invoke;
 mod load;
 mod procfs;
@@ -38,6 +39,45 @@ enum Cmd {
     State(StateArgs),
     /// Service invocation: echo app direct vs through two daprd sidecars.
     Invoke(InvokeArgs),
+    /// Sidecar injector: admission latency over TLS vs a canned TLS webhook.
+    Injector(InjectorArgs),
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct InjectorArgs {
+    /// The dapr-injector binary to start.
+    #[arg(long, default_value = "target/release/dapr-injector")]
+    pub injector: PathBuf,
+    /// Seconds each measured phase lasts.
+    #[arg(long, default_value_t = 10.0)]
+    pub duration: f64,
+    /// Workers of the full-speed (closed-loop) phase.
+    #[arg(long, default_value_t = 8)]
+    pub concurrency: usize,
+    /// Reviews per second of the fixed-rate (open-loop) phase.
+    #[arg(long, default_value_t = 200)]
+    pub rate: u32,
+    /// Seconds of warm-up per target before its first measured phase.
+    #[arg(long, default_value_t = 1.0)]
+    pub warmup: f64,
+}
+
+impl InjectorArgs {
+    fn validate(&self) -> anyhow::Result<()> {
+        if !(self.duration > 0.0 && self.duration <= 3600.0) {
+            bail!("--duration must be in (0, 3600] seconds");
+        }
+        if !(self.warmup >= 0.0 && self.warmup <= 60.0) {
+            bail!("--warmup must be in [0, 60] seconds");
+        }
+        if self.concurrency == 0 || self.concurrency > 1024 {
+            bail!("--concurrency must be in [1, 1024]");
+        }
+        if self.rate == 0 || self.rate > 100_000 {
+            bail!("--rate must be in [1, 100000] req/s");
+        }
+        Ok(())
+    }
 }
 
 /// Invocation protocol of `bench invoke`.
@@ -225,6 +265,10 @@ fn main() -> anyhow::Result<()> {
         Cmd::Invoke(args) => {
             args.validate()?;
             rt.block_on(invoke::run(args))
+        }
+        Cmd::Injector(args) => {
+            args.validate()?;
+            rt.block_on(injector::run(args))
         }
     }
 }
