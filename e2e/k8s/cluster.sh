@@ -311,7 +311,34 @@ admin_curl() {
 	curl -fsS --max-time 3 --cacert "$RUN/pki/ca.crt" --cert "$RUN/pki/admin.crt" --key "$RUN/pki/admin.key" \
 		"https://$NODE_IP:$API_PORT$1"
 }
-kc() { kubectl --kubeconfig "$KUBECONFIG_ADMIN" "$@"; }
+kc() { kubectl --kubeconfig "$KUBECONFIG_ADMIN" --cache-dir "$RUN/kubectl-cache" "$@"; }
+
+# ---------------------------------------------------------------------------------------- host paths
+
+# Fixed paths the Kubernetes processes create whatever their flags say; removed by `down` only when
+# they did not exist before the cluster first started.
+readonly HOST_PATHS=(/var/log/pods /var/log/containers /run/containerd /var/lib/cni /run/netns
+	/var/lib/kubelet /usr/libexec/kubernetes)
+
+note_host_paths() {
+	local f=$RUN/host-paths.absent p
+	[[ -f $f ]] && return 0
+	for p in "${HOST_PATHS[@]}"; do [[ -e $p ]] || echo "$p"; done >"$f"
+}
+
+remove_host_paths() {
+	local p
+	[[ -f $RUN/host-paths.absent ]] || return 0
+	while read -r p; do
+		[[ -n $p && -e $p ]] || continue
+		unmount_under "$p"
+		if [[ $p == /run/netns ]]; then
+			rmdir "$p" 2>/dev/null || true # other namespaces may have appeared meanwhile
+		else
+			rm -rf "$p"
+		fi
+	done <"$RUN/host-paths.absent"
+}
 
 # ----------------------------------------------------------------------------------------------- network
 
@@ -417,6 +444,7 @@ start_tier1() {
 			--service-account-private-key-file="$p/sa.key" --root-ca-file="$p/ca.crt" \
 			--cluster-signing-cert-file="$p/ca.crt" --cluster-signing-key-file="$p/ca.key" \
 			--allocate-node-cidrs --cluster-cidr="$POD_CIDR" --service-cluster-ip-range="$SVC_CIDR" \
+			--flex-volume-plugin-dir="$RUN/kubelet/volume-plugins" \
 			--profiling=false --v=1
 	fi
 	wait_for kube-controller-manager 60 curl -fsSk --max-time 2 https://127.0.0.1:10257/healthz ||
@@ -556,11 +584,6 @@ start_tier2() {
 	save_sysctl net.ipv4.conf.all.route_localnet # kube-proxy sets it
 	save_sysctl net.bridge.bridge-nf-call-iptables
 	sysctl -qw net.ipv4.ip_forward=1 net.bridge.bridge-nf-call-iptables=1
-	[[ -d /var/log/pods ]] || touch "$RUN/net/created-var-log-pods"
-	[[ -d /var/log/containers ]] || touch "$RUN/net/created-var-log-containers"
-	[[ -d /run/containerd ]] || touch "$RUN/net/created-run-containerd"
-	[[ -d /var/lib/cni ]] || touch "$RUN/net/created-var-lib-cni"
-	[[ -d /run/netns ]] || touch "$RUN/net/created-run-netns"
 
 	if ! running kube-scheduler; then
 		start kube-scheduler "$BIN/kube-scheduler" --kubeconfig="$RUN/scheduler.kubeconfig" \
@@ -757,6 +780,7 @@ cmd_up() {
 	cmd_deps
 	cmd_bins
 	mkdir -p "$RUN"
+	note_host_paths
 	make_pki
 	write_kubeconfig "$KUBECONFIG_ADMIN" admin
 	write_kubeconfig "$RUN/controller-manager.kubeconfig" controller-manager
@@ -805,8 +829,6 @@ remove_pod_netns() {
 	done
 	ip link delete "$BRIDGE" 2>/dev/null || true
 	rm -rf /var/lib/cni/results/dapr-rs-* /var/lib/cni/networks/dapr-rs 2>/dev/null || true
-	if [[ -f $RUN/net/created-var-lib-cni ]]; then rm -rf /var/lib/cni; fi
-	if [[ -f $RUN/net/created-run-netns ]]; then rmdir /run/netns 2>/dev/null || true; fi
 }
 
 unmount_under() { # dir: every mount below it, deepest first
@@ -844,9 +866,7 @@ do_down() {
 		while read -r kv; do sysctl -qw "$kv" || true; done <"$RUN/net/sysctl.saved"
 	fi
 	unmount_under "$RUN"
-	if [[ -f $RUN/net/created-var-log-pods ]]; then rm -rf /var/log/pods; fi
-	if [[ -f $RUN/net/created-var-log-containers ]]; then rm -rf /var/log/containers; fi
-	if [[ -f $RUN/net/created-run-containerd ]]; then rm -rf /run/containerd; fi
+	remove_host_paths
 	rm -rf "$RUN"
 	log "down in $((SECONDS - t0)) s"
 }

@@ -38,6 +38,10 @@ impl Kubectl {
     pub fn run_with_stdin(&self, args: &[&str], input: Option<&str>) -> Result<String, E2eError> {
         let mut cmd = Command::new("kubectl");
         cmd.arg("--kubeconfig").arg(&self.kubeconfig);
+        // Keep kubectl's discovery cache with the cluster's state, not in ~/.kube.
+        if let Some(dir) = self.kubeconfig.parent() {
+            cmd.arg("--cache-dir").arg(dir.join("kubectl-cache"));
+        }
         if let Some(ns) = &self.namespace {
             cmd.arg("-n").arg(ns);
         }
