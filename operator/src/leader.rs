@@ -39,6 +39,16 @@ pub struct LeaderElector {
     timings: Timings,
 }
 
+/// The leader's work: stopped when leadership ends or the elector itself
+/// is dropped or aborted.
+struct AbortOnDrop(JoinHandle<()>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
 /// What one attempt found.
 #[derive(Debug, PartialEq, Eq)]
 enum Attempt {
@@ -70,21 +80,20 @@ impl LeaderElector {
         F: Fn() -> Fut,
         Fut: Future<Output = ()> + Send + 'static,
     {
-        let mut task: Option<JoinHandle<()>> = None;
+        let mut task: Option<AbortOnDrop> = None;
         let mut last_renew: Option<Instant> = None;
         loop {
             match self.try_acquire_or_renew().await {
                 Ok(Attempt::Leading) => {
                     last_renew = Some(Instant::now());
-                    if task.as_ref().is_none_or(|t| t.is_finished()) {
+                    if task.as_ref().is_none_or(|t| t.0.is_finished()) {
                         tracing::info!(lease = %self.name, identity = %self.identity, "became leader");
-                        task = Some(tokio::spawn(work()));
+                        task = Some(AbortOnDrop(tokio::spawn(work())));
                     }
                 }
                 Ok(Attempt::Following(holder)) => {
-                    if let Some(t) = task.take() {
+                    if task.take().is_some() {
                         tracing::warn!(lease = %self.name, %holder, "lost leadership");
-                        t.abort();
                     }
                     last_renew = None;
                 }
@@ -92,9 +101,8 @@ impl LeaderElector {
                     tracing::warn!(lease = %self.name, error = %e, "leader election attempt failed");
                     let stale =
                         last_renew.is_some_and(|t| t.elapsed() > self.timings.renew_deadline);
-                    if stale && let Some(t) = task.take() {
+                    if stale && task.take().is_some() {
                         tracing::warn!(lease = %self.name, "could not renew leadership in time; stepping down");
-                        t.abort();
                         last_renew = None;
                     }
                 }
