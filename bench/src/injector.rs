@@ -312,7 +312,12 @@ struct Webhook {
 }
 
 impl Webhook {
-    fn new(addr: SocketAddr, cfg: Arc<rustls::ClientConfig>, body: Bytes, expect: &'static str) -> Self {
+    fn new(
+        addr: SocketAddr,
+        cfg: Arc<rustls::ClientConfig>,
+        body: Bytes,
+        expect: &'static str,
+    ) -> Self {
         Self {
             addr,
             tls: TlsConnector::from(cfg),
@@ -405,8 +410,13 @@ async fn phases(
 ) -> anyhow::Result<()> {
     let dur = Duration::from_secs_f64(args.duration);
     if args.warmup > 0.0 {
-        load::closed_loop(client.clone(), args.concurrency, Duration::from_secs_f64(args.warmup), 1)
-            .await?;
+        load::closed_loop(
+            client.clone(),
+            args.concurrency,
+            Duration::from_secs_f64(args.warmup),
+            1,
+        )
+        .await?;
     }
     let before = procfs::cpu_time(pid);
     let fixed = load::open_loop(client.clone(), args.rate, dur, 1).await?;
@@ -477,7 +487,14 @@ pub async fn run(args: InjectorArgs) -> anyhow::Result<()> {
     drop(inj);
     drop(baseline);
 
-    print(&args, body.len(), &rows, idle.map(|m| m.rss), *peak.lock().map_err(|_| anyhow::anyhow!("poisoned"))?, hwm);
+    print(
+        &args,
+        body.len(),
+        &rows,
+        idle.map(|m| m.rss),
+        *peak.lock().map_err(|_| anyhow::anyhow!("poisoned"))?,
+        hwm,
+    );
     Ok(())
 }
 
@@ -524,7 +541,8 @@ fn print(
             cell(q(h, 0.99)),
             cell(q(h, 0.999)),
             cell((!h.is_empty()).then(|| h.max())),
-            r.cpu_us.map_or_else(|| "-".to_owned(), |c| format!("{c:.1}")),
+            r.cpu_us
+                .map_or_else(|| "-".to_owned(), |c| format!("{c:.1}")),
         );
         if let Some(e) = &r.result.rec.first_error {
             println!("          first error: {e}");
@@ -550,7 +568,12 @@ fn print(
         }
     }
     println!();
-    let mib = |v: Option<u64>| v.map_or_else(|| "n/a".to_owned(), |b| format!("{:.1} MiB", procfs::mib(b)));
+    let mib = |v: Option<u64>| {
+        v.map_or_else(
+            || "n/a".to_owned(),
+            |b| format!("{:.1} MiB", procfs::mib(b)),
+        )
+    };
     println!(
         "injector RSS: idle {}, max under full load {}, peak (VmHWM) {}",
         mib(idle_rss),
@@ -562,7 +585,8 @@ fn print(
         .find(|r| r.target == "injector" && r.shape == Shape::Fixed(args.rate))
     {
         let p99 = q(&r.result.rec.op, 0.99);
-        let ok = p99.is_some_and(|ns| ns <= TARGET_P99.as_nanos() as u64) && r.result.rec.errors == 0;
+        let ok =
+            p99.is_some_and(|ns| ns <= TARGET_P99.as_nanos() as u64) && r.result.rec.errors == 0;
         println!(
             "target: p99 <= {} ms at {} req/s: {} (p99 {} ms, {} errors)",
             TARGET_P99.as_millis(),
