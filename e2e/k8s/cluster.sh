@@ -247,7 +247,7 @@ pid_alive() {
 # The PID still belongs to the process we started (guards against PID reuse).
 pid_is() {
 	local pid=$1 expected=$2
-	pid_alive "$pid" && tr '\0' ' ' <"/proc/$pid/cmdline" 2>/dev/null | grep -qF -- "$expected"
+	pid_alive "$pid" && tr '\0' ' ' 2>/dev/null <"/proc/$pid/cmdline" | grep -qF -- "$expected"
 }
 
 running() { # name
@@ -814,7 +814,7 @@ kill_pod_cgroups() {
 kill_our_shims() {
 	local p
 	for p in /proc/[0-9]*; do
-		tr '\0' ' ' <"$p/cmdline" 2>/dev/null | grep -qF -- "-address $CTR_SOCK " || continue
+		tr '\0' ' ' 2>/dev/null <"$p/cmdline" | grep -qF -- "-address $CTR_SOCK " || continue
 		kill -KILL "${p#/proc/}" 2>/dev/null || true
 	done
 }
