@@ -1,5 +1,8 @@
 //! The channel from the sidecar to its app (`--app-channel-address`:`--app-port`).
-//! HTTP/1.1 and h2c for HTTP apps; bodies stream in both directions.
+//! HTTP/1.1, h2c and https for HTTP apps, grpc and grpcs for gRPC apps; bodies
+//! stream in both directions. TLS to the app does not verify its certificate,
+//! as Dapr (the app's certificate is typically self-signed); the
+//! Configuration's `appHttpPipeline` runs on every HTTP request to the app.
 
 use std::{sync::Arc, time::Duration};
 
@@ -12,7 +15,12 @@ use hyper_util::{
 };
 use tokio::sync::Semaphore;
 
-use crate::options::{AppProtocol, Options};
+use crate::{
+    middleware::SharedPipeline,
+    options::{AppProtocol, Options},
+};
+
+type AppClient = Client<hyper_rustls::HttpsConnector<HttpConnector>, Body>;
 
 #[derive(Debug, thiserror::Error)]
 pub enum AppChannelError {
@@ -71,7 +79,11 @@ pub fn is_hop_by_hop(name: &HeaderName) -> bool {
 
 #[derive(Clone)]
 pub struct AppChannel {
-    client: Client<HttpConnector, Body>,
+    client: AppClient,
+    /// TLS (unverified) for `https` and `grpcs`; `None` for plain protocols.
+    tls: Option<Arc<rustls::ClientConfig>>,
+    /// `appHttpPipeline`, replaced on hot reload.
+    pub pipeline: SharedPipeline,
     base: String,
     app_token: Option<HeaderValue>,
     limiter: Option<Arc<Semaphore>>,
@@ -87,15 +99,50 @@ impl AppChannel {
         let mut connector = HttpConnector::new();
         connector.set_nodelay(true);
         connector.set_connect_timeout(Some(Duration::from_secs(5)));
+        connector.enforce_http(false);
         let mut builder = Client::builder(TokioExecutor::new());
         builder.pool_idle_timeout(Duration::from_secs(90));
         if opts.app_protocol == AppProtocol::H2c {
             builder.http2_only(true);
         }
+        let tls = match opts.app_protocol {
+            AppProtocol::Https => Some(b"http/1.1".as_slice()),
+            AppProtocol::Grpcs => Some(b"h2".as_slice()),
+            _ => None,
+        }
+        .and_then(|alpn| match crate::invoke::tls::app_config(&[alpn]) {
+            Ok(c) => Some(Arc::new(c)),
+            Err(e) => {
+                tracing::error!("TLS to the app: {e}");
+                None
+            }
+        });
+        // Plain HTTP when no TLS is configured (the scheme decides).
+        let tls_for_client = tls.clone().unwrap_or_else(|| {
+            Arc::new(
+                rustls::ClientConfig::builder_with_provider(Arc::new(
+                    rustls::crypto::ring::default_provider(),
+                ))
+                .with_safe_default_protocol_versions()
+                .map(|b| {
+                    b.with_root_certificates(rustls::RootCertStore::empty())
+                        .with_no_client_auth()
+                })
+                .unwrap_or_else(|_| {
+                    rustls::ClientConfig::builder()
+                        .with_root_certificates(rustls::RootCertStore::empty())
+                        .with_no_client_auth()
+                }),
+            )
+        });
+        let connector = hyper_rustls::HttpsConnector::from((connector, tls_for_client));
         let address = format!("{}:{port}", opts.app_channel_address);
+        let scheme = if tls.is_some() { "https" } else { "http" };
         Some(Self {
             client: builder.build(connector),
-            base: format!("http://{address}"),
+            tls,
+            pipeline: SharedPipeline::default(),
+            base: format!("{scheme}://{address}"),
             app_token: std::env::var("APP_API_TOKEN")
                 .ok()
                 .and_then(|t| HeaderValue::from_str(&t).ok()),
@@ -125,15 +172,60 @@ impl AppChannel {
             return Err(AppChannelError::Unhealthy);
         }
         match self.protocol {
-            AppProtocol::Http | AppProtocol::H2c => {}
-            AppProtocol::Grpc => {
+            AppProtocol::Http | AppProtocol::H2c | AppProtocol::Https => {}
+            AppProtocol::Grpc | AppProtocol::Grpcs => {
                 return self
                     .call_grpc_on_invoke(method, path_and_query, headers, body)
                     .await;
             }
-            AppProtocol::Https => return Err(AppChannelError::UnsupportedProtocol("https")),
-            AppProtocol::Grpcs => return Err(AppChannelError::UnsupportedProtocol("grpcs")),
         }
+        let pipeline = self.pipeline.get();
+        if pipeline.is_empty() {
+            return self.send_http(method, path_and_query, headers, body).await;
+        }
+        let mut req = Request::builder()
+            .method(method)
+            .uri(path_and_query)
+            .body(body)
+            .map_err(|e| AppChannelError::InvalidRequest(e.to_string()))?;
+        *req.headers_mut() = headers.clone();
+        // The pipeline deals in responses; a channel error is carried out
+        // beside it so callers still see the cause.
+        let failure = std::sync::Mutex::new(None);
+        let resp = pipeline
+            .run(req, |req| async {
+                let (parts, body) = req.into_parts();
+                let path = parts
+                    .uri
+                    .path_and_query()
+                    .map(|p| p.as_str())
+                    .unwrap_or("/");
+                match self
+                    .send_http(parts.method, path, &parts.headers, body)
+                    .await
+                {
+                    Ok(r) => r,
+                    Err(e) => {
+                        *failure.lock().unwrap_or_else(|e| e.into_inner()) = Some(e);
+                        Response::new(Body::empty())
+                    }
+                }
+            })
+            .await;
+        match failure.into_inner().unwrap_or_else(|e| e.into_inner()) {
+            Some(e) => Err(e),
+            None => Ok(resp),
+        }
+    }
+
+    /// One HTTP request to the app, after the pipeline.
+    async fn send_http(
+        &self,
+        method: Method,
+        path_and_query: &str,
+        headers: &HeaderMap,
+        body: Body,
+    ) -> Result<Response<Body>, AppChannelError> {
         let uri: Uri = format!("{}{}", self.base, path_and_query)
             .parse()
             .map_err(|e| {
@@ -233,10 +325,7 @@ impl AppChannel {
         {
             request.metadata_mut().insert("dapr-api-token", v);
         }
-        let channel = tonic::transport::Endpoint::from_shared(self.base.clone())
-            .map_err(|e| AppChannelError::Unreachable(e.to_string()))?
-            .tcp_nodelay(true)
-            .connect_lazy();
+        let channel = self.grpc_channel()?;
         let _permit = match &self.limiter {
             Some(l) => Some(
                 l.clone()
@@ -267,6 +356,33 @@ impl AppChannel {
                 Ok(out)
             }
         }
+    }
+
+    /// A channel to the app's gRPC server: h2c, or TLS for `grpcs`.
+    pub fn grpc_channel(&self) -> Result<tonic::transport::Channel, AppChannelError> {
+        // tonic's own TLS verifies the server; the app's certificate is not
+        // verified (as Dapr), so TLS comes from the connector instead and
+        // the endpoint keeps an http:// URI.
+        let endpoint = tonic::transport::Endpoint::from_shared(format!("http://{}", self.address))
+            .map_err(|e| AppChannelError::Unreachable(e.to_string()))?
+            .tcp_nodelay(true);
+        Ok(match &self.tls {
+            None => endpoint.connect_lazy(),
+            Some(tls) => {
+                let mut http = HttpConnector::new();
+                http.enforce_http(false);
+                http.set_nodelay(true);
+                let tls_connector = hyper_rustls::HttpsConnector::from((http, tls.clone()));
+                let connector = tower::ServiceBuilder::new()
+                    .map_request(|uri: Uri| {
+                        let mut parts = uri.into_parts();
+                        parts.scheme = Some(http::uri::Scheme::HTTPS);
+                        Uri::from_parts(parts).unwrap_or_default()
+                    })
+                    .service(tls_connector);
+                endpoint.connect_with_connector_lazy(connector)
+            }
+        })
     }
 
     /// Probes the app every `interval` (HTTP GET `path`, 2xx = healthy;
@@ -303,10 +419,10 @@ impl AppChannel {
 
     async fn probe_once(&self, path: &str) -> bool {
         match self.protocol {
-            AppProtocol::Grpc | AppProtocol::Grpcs | AppProtocol::Https => {
+            AppProtocol::Grpc | AppProtocol::Grpcs => {
                 tokio::net::TcpStream::connect(&self.address).await.is_ok()
             }
-            AppProtocol::Http | AppProtocol::H2c => {
+            AppProtocol::Http | AppProtocol::H2c | AppProtocol::Https => {
                 let Ok(uri) =
                     format!("{}/{}", self.base, path.trim_start_matches('/')).parse::<Uri>()
                 else {

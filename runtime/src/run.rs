@@ -186,6 +186,11 @@ pub async fn run(opts: Options) -> anyhow::Result<()> {
         resources.components.clone()
     };
     loader.load_all(&components).await?;
+    // HTTPEndpoints after components: their secretKeyRefs read secret stores.
+    let endpoints =
+        invoke::external::build_all(&resources.http_endpoints, &sidecar.registry, &opts.app_id)
+            .await?;
+    invoker.endpoints.replace(endpoints);
 
     let empty_spec = dapr_crds::ConfigurationSpec::default();
     let http_pipeline = middleware::build_pipeline(
@@ -198,6 +203,21 @@ pub async fn run(opts: Options) -> anyhow::Result<()> {
     )
     .context("Configuration httpPipeline")?;
     http_pipeline.prefetch().await.context("httpPipeline")?;
+    let http_pipeline = middleware::SharedPipeline::new(http_pipeline);
+    // appHttpPipeline: middleware on the calls daprd makes to its app.
+    let app_pipeline = middleware::build_pipeline(
+        configuration
+            .as_ref()
+            .map(|c| &c.spec)
+            .unwrap_or(&empty_spec),
+        middleware::PipelineKind::AppHttp,
+        components.iter().map(|c| &c.resource),
+    )
+    .context("Configuration appHttpPipeline")?;
+    app_pipeline.prefetch().await.context("appHttpPipeline")?;
+    if let Some(app) = &invoker.app {
+        app.pipeline.set(app_pipeline);
+    }
 
     let mut servers = JoinSet::new();
     let listen = opts.listen_addresses().map_err(anyhow::Error::msg)?;
@@ -307,8 +327,17 @@ pub async fn run(opts: Options) -> anyhow::Result<()> {
 
     if hot_reload && !opts.resources_paths.is_empty() {
         tokio::spawn(hotreload::watch(
-            opts.resources_paths.clone(),
-            loader.clone(),
+            hotreload::Reloader {
+                paths: opts.resources_paths.clone(),
+                loader: loader.clone(),
+                invoker: invoker.clone(),
+                app_id: opts.app_id.clone(),
+                config: configuration
+                    .as_ref()
+                    .map(|c| c.spec.clone())
+                    .unwrap_or_default(),
+                http_pipeline: http_pipeline.clone(),
+            },
             sidecar.shutdown.clone(),
         ));
     }

@@ -2,10 +2,12 @@
 //! resolution, to the target app's sidecar over the internal gRPC port.
 //! Bodies stream end to end (`CallLocalStream`), never fully buffered.
 
+pub mod external;
 pub mod grpc_proxy;
 mod inbound;
 pub mod internal;
 mod remote_body;
+pub mod tls;
 
 use std::{
     collections::HashMap,
@@ -80,7 +82,10 @@ pub struct Invoker {
     pub acl: AccessControl,
     /// Trust domain of callers when identities are not verified by mTLS.
     pub default_trust_domain: String,
-    resiliency: Arc<ResiliencyRegistry>,
+    /// Swapped whole when Resiliency files change (hot reload).
+    resiliency: RwLock<Arc<ResiliencyRegistry>>,
+    /// HTTPEndpoints (and URLs) invoked instead of Dapr apps.
+    pub endpoints: external::Endpoints,
     resolver: Arc<dyn NameResolver>,
     clients: RwLock<HashMap<String, ServiceInvocationClient<Channel>>>,
     max_message_size: usize,
@@ -103,7 +108,8 @@ impl Invoker {
             app,
             acl: AccessControl::default(),
             default_trust_domain: "public".to_owned(),
-            resiliency: Arc::new(ResiliencyRegistry::empty(&app_id)),
+            resiliency: RwLock::new(Arc::new(ResiliencyRegistry::empty(&app_id))),
+            endpoints: external::Endpoints::default(),
             resolver,
             clients: RwLock::new(HashMap::new()),
             max_message_size,
@@ -122,9 +128,20 @@ impl Invoker {
     }
 
     pub fn with_policies(mut self, resiliency: ResiliencyRegistry, acl: AccessControl) -> Self {
-        self.resiliency = Arc::new(resiliency);
+        self.resiliency = RwLock::new(Arc::new(resiliency));
         self.acl = acl;
         self
+    }
+
+    /// Replaces the resiliency policies (hot reload); calls in flight keep
+    /// the policies they started with.
+    pub fn set_resiliency(&self, resiliency: ResiliencyRegistry) {
+        *self.resiliency.write().unwrap_or_else(|e| e.into_inner()) = Arc::new(resiliency);
+    }
+
+    /// Whether `app_id` is an HTTPEndpoint name or a URL rather than a Dapr app.
+    pub fn is_external(&self, app_id: &str) -> bool {
+        self.endpoints.is_external(app_id)
     }
 
     /// Invokes `req.method` on `target` and returns the app's response,
@@ -135,13 +152,17 @@ impl Invoker {
         target: &Target,
         req: InvokeRequest,
     ) -> Result<Response<Body>, ApiError> {
-        let user_policy = self.resiliency.app_policy_defined(&target.app_id);
+        let resiliency = self
+            .resiliency
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone();
+        let user_policy = resiliency.app_policy_defined(&target.app_id);
         let policy = if user_policy {
-            self.resiliency
+            resiliency
                 .policy_for_endpoint(&target.app_id, &format!("{}:{}", target.app_id, req.method))
         } else {
-            self.resiliency
-                .builtin_policy(BuiltInPolicy::ServiceRetries)
+            resiliency.builtin_policy(BuiltInPolicy::ServiceRetries)
         };
         if policy.is_noop() {
             return self.invoke_once(target, req).await;
@@ -222,6 +243,16 @@ impl Invoker {
         target: &Target,
         req: InvokeRequest,
     ) -> Result<Response<Body>, ApiError> {
+        if self.endpoints.is_external(&target.app_id) {
+            // Checked again per attempt: hot reload may have removed it.
+            if let Some(result) = self.endpoints.call(&target.app_id, req).await {
+                return result;
+            }
+            return Err(ApiError::DirectInvoke {
+                app_id: target.app_id.clone(),
+                reason: "the HTTPEndpoint is no longer defined".into(),
+            });
+        }
         if target.app_id == self.app_id && target.namespace == self.namespace {
             let mut req = req;
             self.add_caller_headers(&mut req.headers);

@@ -394,7 +394,7 @@ impl Pipeline {
             return router;
         }
         Router::new().fallback_service(PipelineService {
-            pipeline: self.clone(),
+            pipeline: SharedPipeline::new(self.clone()),
             inner: router,
         })
     }
@@ -453,16 +453,51 @@ impl<S> tower::Layer<S> for Pipeline {
 
     fn layer(&self, inner: S) -> Self::Service {
         PipelineService {
-            pipeline: self.clone(),
+            pipeline: SharedPipeline::new(self.clone()),
             inner,
         }
+    }
+}
+
+/// A pipeline that can be replaced while requests flow (hot reload of the
+/// middleware Components it is built from). Requests in flight finish with
+/// the pipeline they started with.
+#[derive(Clone, Default)]
+pub struct SharedPipeline(Arc<std::sync::RwLock<Pipeline>>);
+
+impl std::fmt::Debug for SharedPipeline {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        self.get().fmt(f)
+    }
+}
+
+impl SharedPipeline {
+    pub fn new(pipeline: Pipeline) -> Self {
+        Self(Arc::new(std::sync::RwLock::new(pipeline)))
+    }
+
+    /// The current pipeline (a cheap clone).
+    pub fn get(&self) -> Pipeline {
+        self.0.read().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+
+    pub fn set(&self, pipeline: Pipeline) {
+        *self.0.write().unwrap_or_else(|e| e.into_inner()) = pipeline;
+    }
+
+    /// Like [`Pipeline::layer`], reading the current pipeline per request.
+    pub fn layer(&self, router: Router) -> Router {
+        Router::new().fallback_service(PipelineService {
+            pipeline: self.clone(),
+            inner: router,
+        })
     }
 }
 
 /// A service behind a pipeline (see [`Pipeline`] as a `tower::Layer`).
 #[derive(Clone)]
 pub struct PipelineService<S> {
-    pipeline: Pipeline,
+    pipeline: SharedPipeline,
     inner: S,
 }
 
@@ -483,7 +518,7 @@ where
         // The clone is not ready; the ready one goes with this call.
         let clone = self.inner.clone();
         let mut inner = std::mem::replace(&mut self.inner, clone);
-        let pipeline = self.pipeline.clone();
+        let pipeline = self.pipeline.get();
         Box::pin(async move {
             let resp = pipeline
                 .run(req, move |req| async move {

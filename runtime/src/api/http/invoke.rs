@@ -30,9 +30,17 @@ pub fn app_id_header(req: &Request) -> Option<String> {
 }
 
 pub async fn forward(sidecar: &AppState, app_id: &str, method: String, req: Request) -> Response {
-    let target = match Target::parse(app_id, &sidecar.invoker.namespace) {
-        Ok(t) => t,
-        Err(e) => return e.into_response(),
+    // An HTTPEndpoint name or a URL is taken whole (URLs contain dots).
+    let target = if sidecar.invoker.is_external(app_id) {
+        Target {
+            app_id: app_id.to_owned(),
+            namespace: String::new(),
+        }
+    } else {
+        match Target::parse(app_id, &sidecar.invoker.namespace) {
+            Ok(t) => t,
+            Err(e) => return e.into_response(),
+        }
     };
     let (mut parts, body) = req.into_parts();
     parts.headers.remove("dapr-app-id");

@@ -16,19 +16,20 @@ use axum::{
     routing::{any, get, post, put},
 };
 
-use crate::{error::ApiError, middleware::Pipeline, sidecar::Sidecar};
+use crate::{error::ApiError, middleware::SharedPipeline, sidecar::Sidecar};
 
 pub type AppState = Arc<Sidecar>;
 
 /// The full API router (port 3500), without middleware.
 pub fn router(sidecar: Arc<Sidecar>) -> Router {
-    router_with_pipeline(sidecar, &Pipeline::default())
+    router_with_pipeline(sidecar, &SharedPipeline::default())
 }
 
 /// The API router with the Configuration's `httpPipeline`: the API token is
 /// checked first, then the pipeline runs (it may rewrite the path), then
-/// routing — Dapr's order.
-pub fn router_with_pipeline(sidecar: Arc<Sidecar>, pipeline: &Pipeline) -> Router {
+/// routing — Dapr's order. The pipeline is read per request, so hot reload
+/// can replace it.
+pub fn router_with_pipeline(sidecar: Arc<Sidecar>, pipeline: &SharedPipeline) -> Router {
     let token_state = sidecar.clone();
     let routes = routes(sidecar);
     Router::new()
