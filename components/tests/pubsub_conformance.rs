@@ -194,7 +194,11 @@ pub mod suite {
         assert_eq!(second.data, Bytes::from_static(b"retry-me"));
         // Acknowledged now: no third delivery after several redelivery rounds.
         tokio::time::sleep(Duration::from_millis(2500)).await;
-        assert_eq!(rec.calls(), 2, "an acknowledged message was delivered again");
+        assert_eq!(
+            rec.calls(),
+            2,
+            "an acknowledged message was delivered again"
+        );
     }
 
     pub async fn ordering_single_consumer(broker: Arc<dyn PubSub>) {
@@ -257,8 +261,22 @@ pub mod suite {
         let (r1, mut rx1) = Recorder::new(Behaviour::Accept);
         let (r2, mut rx2) = Recorder::new(Behaviour::Accept);
         // One message at a time per replica, so both get a share.
-        let _s1 = subscribe(&*b1, &t, "app", &[("concurrency", "1"), ("queueDepth", "1")], r1).await;
-        let _s2 = subscribe(&*b2, &t, "app", &[("concurrency", "1"), ("queueDepth", "1")], r2).await;
+        let _s1 = subscribe(
+            &*b1,
+            &t,
+            "app",
+            &[("concurrency", "1"), ("queueDepth", "1")],
+            r1,
+        )
+        .await;
+        let _s2 = subscribe(
+            &*b2,
+            &t,
+            "app",
+            &[("concurrency", "1"), ("queueDepth", "1")],
+            r2,
+        )
+        .await;
         settle().await;
         for i in 0..40 {
             publish(&*b1, &t, i.to_string()).await;
@@ -349,12 +367,14 @@ async fn create_redis() -> Arc<dyn PubSub> {
     let addr =
         std::env::var("DAPR_RS_TEST_REDIS_ADDR").unwrap_or_else(|_| "127.0.0.1:16379".to_owned());
     let md = ComponentMetadata::new("pubsub", "conf").with("redisHost", addr);
-    pubsub::create("pubsub.redis", &md).await.unwrap_or_else(|e| {
-        panic!(
-            "Redis test server unreachable ({e}). Run the tests with `scripts/test.sh` \
+    pubsub::create("pubsub.redis", &md)
+        .await
+        .unwrap_or_else(|e| {
+            panic!(
+                "Redis test server unreachable ({e}). Run the tests with `scripts/test.sh` \
              (it starts the servers via scripts/test-services.sh), or set DAPR_RS_TEST_REDIS_ADDR."
-        )
-    })
+            )
+        })
 }
 
 pubsub_conformance!(redis, create_redis, competing: [two_consumers_share, redelivery_after_consumer_death]);

@@ -10,6 +10,7 @@ pub mod invoke;
 pub mod middleware;
 pub mod mtls;
 pub mod options;
+pub mod pubsub;
 pub mod resources;
 pub mod run;
 pub mod sidecar;

@@ -88,10 +88,31 @@ fn embedded_default_components(opts: &Options) -> anyhow::Result<Vec<Sourced<Com
         auth: Default::default(),
         scopes: Vec::new(),
     };
-    Ok(vec![Sourced {
-        file: PathBuf::from("<embedded default>"),
-        resource: statestore,
-    }])
+    // Dapr's default pub/sub is named `pubsub`; here it lives in-process.
+    let pubsub = Component {
+        metadata: ObjectMeta {
+            name: "pubsub".into(),
+            ..ObjectMeta::default()
+        },
+        spec: ComponentSpec {
+            type_: "pubsub.in-memory".into(),
+            version: "v1".into(),
+            ignore_errors: false,
+            init_timeout: None,
+            metadata: Vec::new(),
+        },
+        ..statestore.clone()
+    };
+    Ok(vec![
+        Sourced {
+            file: PathBuf::from("<embedded default>"),
+            resource: statestore,
+        },
+        Sourced {
+            file: PathBuf::from("<embedded default>"),
+            resource: pubsub,
+        },
+    ])
 }
 
 pub async fn run(opts: Options) -> anyhow::Result<()> {
@@ -185,7 +206,13 @@ pub async fn run(opts: Options) -> anyhow::Result<()> {
     } else {
         resources.components.clone()
     };
+    sidecar.registry.set_pubsub_resiliency(Arc::new(
+        ResiliencyRegistry::from_resources(&opts.app_id, &resiliency_docs).0,
+    ));
     loader.load_all(&components).await?;
+    let declarative_subscriptions =
+        crate::pubsub::subscriptions::declarative(&resources.others, &opts.app_id)?;
+    let subscriptions = Arc::new(crate::pubsub::manager::SubscriptionManager::default());
     // HTTPEndpoints after components: their secretKeyRefs read secret stores.
     let endpoints =
         invoke::external::build_all(&resources.http_endpoints, &sidecar.registry, &opts.app_id)
@@ -364,6 +391,18 @@ pub async fn run(opts: Options) -> anyhow::Result<()> {
                 .await
         });
     }
+    // Deliveries start once the app listens (and only while it is healthy).
+    if let Some(app) = invoker.app.clone() {
+        let (subs, registry, app_id) = (
+            subscriptions.clone(),
+            sidecar.registry.clone(),
+            opts.app_id.clone(),
+        );
+        tokio::spawn(async move {
+            subs.start(&registry, &app, &app_id, declarative_subscriptions)
+                .await
+        });
+    }
     sidecar.set_ready();
     tracing::info!(
         app_id = %opts.app_id,
@@ -387,6 +426,7 @@ pub async fn run(opts: Options) -> anyhow::Result<()> {
         }
     }
     sidecar.shutdown.cancel();
+    subscriptions.stop_all(opts.graceful_shutdown()).await;
     if let Err(e) = resolver.unregister().await {
         tracing::warn!("name resolution: {e}");
     }

@@ -82,7 +82,10 @@ pub fn new_envelope(f: EnvelopeFields, data: &[u8]) -> Map<String, Value> {
             Value::String(base64::engine::general_purpose::STANDARD.encode(data)),
         )
     } else {
-        (DATA, Value::String(String::from_utf8_lossy(data).into_owned()))
+        (
+            DATA,
+            Value::String(String::from_utf8_lossy(data).into_owned()),
+        )
     };
     let mut ce = Map::new();
     let mut put = |k: &str, v: String| {

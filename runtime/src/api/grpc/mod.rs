@@ -2,6 +2,7 @@
 //! yet fall through to the generated default, `Unimplemented`.
 
 mod invoke;
+mod pubsub;
 mod state;
 
 use std::sync::Arc;
@@ -121,6 +122,36 @@ impl Dapr for DaprGrpc {
         req: Request<pb::ExecuteStateTransactionRequest>,
     ) -> Result<Response<()>, Status> {
         state::execute_state_transaction(&self.sidecar, req.into_inner())
+            .await
+            .map(Response::new)
+    }
+
+    async fn publish_event(
+        &self,
+        req: Request<pb::PublishEventRequest>,
+    ) -> Result<Response<()>, Status> {
+        let md = req.metadata().clone();
+        pubsub::publish_event(&self.sidecar, &md, req.into_inner())
+            .await
+            .map(Response::new)
+    }
+
+    async fn bulk_publish_event_alpha1(
+        &self,
+        req: Request<pb::BulkPublishRequest>,
+    ) -> Result<Response<pb::BulkPublishResponse>, Status> {
+        let md = req.metadata().clone();
+        pubsub::bulk_publish_event(&self.sidecar, &md, req.into_inner())
+            .await
+            .map(Response::new)
+    }
+
+    async fn bulk_publish_event(
+        &self,
+        req: Request<pb::BulkPublishRequest>,
+    ) -> Result<Response<pb::BulkPublishResponse>, Status> {
+        let md = req.metadata().clone();
+        pubsub::bulk_publish_event(&self.sidecar, &md, req.into_inner())
             .await
             .map(Response::new)
     }

@@ -1,6 +1,7 @@
 //! Dapr's HTTP API (axum).
 
 mod invoke;
+mod pubsub;
 mod state;
 mod system;
 
@@ -67,6 +68,17 @@ fn routes(sidecar: Arc<Sidecar>) -> Router {
             any(invoke::invoke),
         )
         .route("/v1.0/invoke/{app_id}/method/", any(invoke::no_app_id))
+        .route("/v1.0/publish/{pubsub}/{*topic}", post(pubsub::publish))
+        .route("/v1.0/publish/{pubsub}", post(pubsub::publish_no_topic))
+        .route("/v1.0/publish/{pubsub}/", post(pubsub::publish_no_topic))
+        .route(
+            "/v1.0-alpha1/publish/bulk/{pubsub}/{*topic}",
+            post(pubsub::bulk_publish),
+        )
+        .route(
+            "/v1.0/publish/bulk/{pubsub}/{*topic}",
+            post(pubsub::bulk_publish),
+        )
         .fallback(fallback)
         .layer(axum::extract::DefaultBodyLimit::max(limit))
         .with_state(sidecar)

@@ -1,0 +1,130 @@
+//! Starts the app's subscriptions once it is reachable, and stops them on
+//! shutdown so in-flight deliveries finish and nothing else is taken.
+
+use std::{collections::HashSet, sync::Arc, time::Duration};
+
+use dapr_components::pubsub::{SubscribeRequest, Subscription};
+use dapr_policy::resiliency::Direction;
+use tokio::sync::Mutex;
+
+use super::{
+    delivery::{Deliverer, app_callback_client},
+    subscriptions::{self, TopicSubscription},
+    truthy,
+};
+use crate::{appchannel::AppChannel, components::Registry, options::AppProtocol};
+
+/// A running topic subscription, for the metadata API and logs.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ActiveSubscription {
+    pub pubsub: String,
+    pub topic: String,
+    pub origin: String,
+}
+
+#[derive(Default)]
+pub struct SubscriptionManager {
+    running: Mutex<Vec<(ActiveSubscription, Subscription)>>,
+}
+
+impl SubscriptionManager {
+    /// Subscribes to the declarative subscriptions plus the app's own. A
+    /// topic subscribed twice keeps the first (declarative) definition.
+    pub async fn start(
+        &self,
+        registry: &Arc<Registry>,
+        app: &AppChannel,
+        app_id: &str,
+        declarative: Vec<TopicSubscription>,
+    ) {
+        let mut all = declarative;
+        all.extend(subscriptions::programmatic(app, app_id).await);
+        let mut seen = HashSet::new();
+        for sub in all {
+            if !seen.insert((sub.pubsub.clone(), sub.topic.clone())) {
+                tracing::warn!(pubsub = %sub.pubsub, topic = %sub.topic, origin = %sub.origin, "duplicate subscription ignored");
+                continue;
+            }
+            match self.subscribe(registry, app, app_id, sub.clone()).await {
+                Ok(s) => {
+                    tracing::info!(pubsub = %sub.pubsub, topic = %sub.topic, origin = %sub.origin, "subscribed");
+                    self.running.lock().await.push((
+                        ActiveSubscription {
+                            pubsub: sub.pubsub,
+                            topic: sub.topic,
+                            origin: sub.origin,
+                        },
+                        s,
+                    ));
+                }
+                Err(e) => {
+                    tracing::error!(pubsub = %sub.pubsub, topic = %sub.topic, origin = %sub.origin, "cannot subscribe: {e}")
+                }
+            }
+        }
+    }
+
+    async fn subscribe(
+        &self,
+        registry: &Arc<Registry>,
+        app: &AppChannel,
+        app_id: &str,
+        sub: TopicSubscription,
+    ) -> Result<Subscription, String> {
+        let entry = registry
+            .pubsub(&sub.pubsub)
+            .ok_or_else(|| format!("pubsub {} is not found", sub.pubsub))?;
+        if !entry.scopes.can_subscribe(&sub.topic) {
+            return Err(format!(
+                "topic {} is not allowed for app id {app_id} (subscriptionScopes/allowedTopics)",
+                sub.topic
+            ));
+        }
+        if sub.bulk.is_some() {
+            tracing::warn!(topic = %sub.topic, "bulkSubscribe is not supported yet; events are delivered one by one");
+        }
+        let raw_payload = truthy(&sub.metadata, super::RAW_PAYLOAD)?;
+        let grpc = match app.protocol {
+            AppProtocol::Grpc => Some(app_callback_client(app)?),
+            _ => None,
+        };
+        let deliverer = Deliverer {
+            pubsub_name: sub.pubsub.clone(),
+            topic: sub.topic.clone(),
+            broker: entry.pubsub.clone(),
+            app: app.clone(),
+            rules: sub.rules,
+            dead_letter_topic: sub.dead_letter_topic,
+            raw_payload,
+            policy: registry.pubsub_policy(&sub.pubsub, Direction::Inbound),
+            grpc,
+        };
+        entry
+            .pubsub
+            .subscribe(
+                SubscribeRequest {
+                    topic: sub.topic,
+                    consumer_group: app_id.to_owned(),
+                    metadata: sub.metadata,
+                },
+                Arc::new(deliverer),
+            )
+            .await
+            .map_err(|e| e.to_string())
+    }
+
+    pub async fn active(&self) -> Vec<ActiveSubscription> {
+        self.running
+            .lock()
+            .await
+            .iter()
+            .map(|(a, _)| a.clone())
+            .collect()
+    }
+
+    /// Stops taking messages; deliveries in flight get up to `grace`.
+    pub async fn stop_all(&self, grace: Duration) {
+        let running = std::mem::take(&mut *self.running.lock().await);
+        futures::future::join_all(running.into_iter().map(|(_, s)| s.stop(grace))).await;
+    }
+}

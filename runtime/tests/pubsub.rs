@@ -1,0 +1,541 @@
+//! Pub/sub through the real `daprd` binary and a real subscriber app over
+//! HTTP: envelopes, raw payloads, CEL routing, dead letters, RETRY/DROP,
+//! declarative subscriptions, errors, bulk publish — on `pubsub.in-memory`
+//! and `pubsub.redis` (127.0.0.1:16379, started by scripts/test-services.sh).
+
+mod common;
+
+use std::{
+    collections::HashMap,
+    sync::{Arc, Mutex},
+    time::Duration,
+};
+
+use axum::{
+    Json, Router,
+    extract::{Request, State},
+    http::StatusCode,
+    response::{IntoResponse, Response},
+    routing::get,
+};
+use common::*;
+use http_body_util::BodyExt;
+use serde_json::{Value, json};
+use tokio::sync::mpsc;
+
+/// One delivery the subscriber app saw.
+#[derive(Debug, Clone)]
+struct Delivery {
+    path: String,
+    content_type: String,
+    event: Value,
+}
+
+#[derive(Clone)]
+struct AppState {
+    subscriptions: Value,
+    tx: mpsc::UnboundedSender<Delivery>,
+    /// Deliveries per event id, to answer RETRY only the first time.
+    seen: Arc<Mutex<HashMap<String, usize>>>,
+}
+
+/// A subscriber app: `/dapr/subscribe` answers `subscriptions`; every POST is
+/// recorded and answered by its path: `/retry` (RETRY once, then SUCCESS),
+/// `/drop` (DROP), `/missing` (404), `/fail` (500 once, then 200), anything
+/// else 200 with an empty body.
+async fn start_app(subscriptions: Value) -> (u16, mpsc::UnboundedReceiver<Delivery>) {
+    async fn subscribe(State(s): State<AppState>) -> Json<Value> {
+        Json(s.subscriptions.clone())
+    }
+    async fn deliver(State(s): State<AppState>, req: Request) -> Response {
+        let path = req.uri().path().to_owned();
+        let content_type = req
+            .headers()
+            .get("content-type")
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or_default()
+            .to_owned();
+        let body = req
+            .into_body()
+            .collect()
+            .await
+            .map(|b| b.to_bytes())
+            .unwrap_or_default();
+        let event: Value = serde_json::from_slice(&body).unwrap_or(Value::Null);
+        let id = event["id"].as_str().unwrap_or_default().to_owned();
+        let n = {
+            let mut seen = s.seen.lock().unwrap();
+            let n = seen.entry(format!("{path}{id}")).or_default();
+            *n += 1;
+            *n
+        };
+        let _ = s.tx.send(Delivery {
+            path: path.clone(),
+            content_type,
+            event,
+        });
+        match path.as_str() {
+            "/retry" if n == 1 => Json(json!({"status": "RETRY"})).into_response(),
+            "/retry" => Json(json!({"status": "SUCCESS"})).into_response(),
+            "/drop" => Json(json!({"status": "DROP"})).into_response(),
+            "/missing" => StatusCode::NOT_FOUND.into_response(),
+            "/fail" if n == 1 => StatusCode::INTERNAL_SERVER_ERROR.into_response(),
+            _ => StatusCode::OK.into_response(),
+        }
+    }
+    let (tx, rx) = mpsc::unbounded_channel();
+    let state = AppState {
+        subscriptions,
+        tx,
+        seen: Arc::default(),
+    };
+    let app = Router::new()
+        .route("/dapr/subscribe", get(subscribe))
+        .fallback(deliver)
+        .with_state(state);
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    tokio::spawn(async move {
+        let _ = axum::serve(listener, app).await;
+    });
+    (port, rx)
+}
+
+#[derive(Clone, Copy, Debug)]
+enum Broker {
+    InMemory,
+    Redis,
+}
+
+impl Broker {
+    fn component(self) -> String {
+        match self {
+            Broker::InMemory => component_yaml("pubsub", "pubsub.in-memory", &[]),
+            Broker::Redis => component_yaml(
+                "pubsub",
+                "pubsub.redis",
+                &[
+                    ("redisHost", &redis_addr()),
+                    ("processingTimeout", "1s"),
+                    ("redeliverInterval", "300ms"),
+                ],
+            ),
+        }
+    }
+}
+
+/// A unique topic name: Redis streams outlive the test run.
+fn topic(name: &str) -> String {
+    format!("{name}-{}", uuid::Uuid::new_v4().simple())
+}
+
+struct Env {
+    daprd: Daprd,
+    rx: mpsc::UnboundedReceiver<Delivery>,
+    _dir: tempfile::TempDir,
+}
+
+impl Env {
+    async fn start(broker: Broker, subscriptions: Value, extra: &[(&str, String)]) -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        write_resource(dir.path(), "pubsub.yaml", &broker.component());
+        for (file, yaml) in extra {
+            write_resource(dir.path(), file, yaml);
+        }
+        let (port, rx) = start_app(subscriptions).await;
+        let daprd = DaprdBuilder::new("subscriber")
+            .resources(dir.path())
+            .arg("--app-port")
+            .arg(port.to_string())
+            .start()
+            .await;
+        // Subscriptions start right after the app is found; give the broker
+        // a moment to attach (Redis groups are created at subscribe time).
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        Self {
+            daprd,
+            rx,
+            _dir: dir,
+        }
+    }
+
+    async fn publish(
+        &self,
+        topic: &str,
+        body: &str,
+        headers: &[(&str, &str)],
+        query: &str,
+    ) -> Reply {
+        let url = self
+            .daprd
+            .url(&format!("/v1.0/publish/pubsub/{topic}{query}"));
+        request("POST", &url, Some(body.as_bytes().to_vec()), headers)
+            .await
+            .unwrap()
+    }
+
+    async fn next(&mut self) -> Delivery {
+        match tokio::time::timeout(Duration::from_secs(10), self.rx.recv()).await {
+            Ok(Some(d)) => d,
+            _ => panic!(
+                "no delivery within 10 s; daprd logs:\n{}",
+                self.daprd.logs()
+            ),
+        }
+    }
+
+    /// Asserts nothing else is delivered for `d`.
+    async fn quiet(&mut self, d: Duration) {
+        if let Ok(Some(extra)) = tokio::time::timeout(d, self.rx.recv()).await {
+            panic!("unexpected delivery: {extra:?}");
+        }
+    }
+}
+
+fn sub(topic: &str, route: &str) -> Value {
+    json!({"pubsubname": "pubsub", "topic": topic, "route": route})
+}
+
+async fn envelope_fields(broker: Broker) {
+    let t = topic("orders");
+    let mut env = Env::start(broker, json!([sub(&t, "/orders")]), &[]).await;
+    let tp = "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01";
+    let r = env
+        .publish(
+            &t,
+            r#"{"item":"book","qty":2}"#,
+            &[("content-type", "application/json"), ("traceparent", tp)],
+            "",
+        )
+        .await;
+    assert_eq!(r.status, 204, "{}", r.text());
+    let d = env.next().await;
+    assert_eq!(d.path, "/orders");
+    assert_eq!(d.content_type, "application/cloudevents+json");
+    let e = &d.event;
+    assert_eq!(e["specversion"], "1.0");
+    assert_eq!(e["type"], "com.dapr.event.sent");
+    assert_eq!(e["source"], "subscriber");
+    assert_eq!(e["topic"], t.as_str());
+    assert_eq!(e["pubsubname"], "pubsub");
+    assert_eq!(e["datacontenttype"], "application/json");
+    assert_eq!(e["traceparent"], tp);
+    assert_eq!(e["traceid"], tp);
+    assert_eq!(e["data"], json!({"item": "book", "qty": 2}));
+    assert!(!e["id"].as_str().unwrap().is_empty());
+    assert!(chrono::DateTime::parse_from_rfc3339(e["time"].as_str().unwrap()).is_ok());
+
+    // metadata.cloudevent.* overrides, and text data stays a string.
+    env.publish(
+        &t,
+        "hello",
+        &[("content-type", "text/plain")],
+        "?metadata.cloudevent.id=my-id&metadata.cloudevent.type=my.type&metadata.cloudevent.source=elsewhere",
+    )
+    .await;
+    let e = env.next().await.event;
+    assert_eq!(
+        (e["id"].as_str(), e["type"].as_str()),
+        (Some("my-id"), Some("my.type"))
+    );
+    assert_eq!(e["source"], "elsewhere");
+    assert_eq!(e["data"], "hello");
+
+    // An app-made CloudEvent passes through, missing fields filled.
+    env.publish(
+        &t,
+        r#"{"id":"ce-1","type":"custom.type","data":{"x":1},"datacontenttype":"application/json"}"#,
+        &[("content-type", "application/cloudevents+json")],
+        "",
+    )
+    .await;
+    let e = env.next().await.event;
+    assert_eq!(e["id"], "ce-1");
+    assert_eq!(e["type"], "custom.type");
+    assert_eq!(e["specversion"], "1.0");
+    assert_eq!(e["topic"], t.as_str());
+    assert_eq!(e["data"]["x"], 1);
+
+    // Binary data travels as data_base64.
+    env.publish(
+        &t,
+        "\u{1}\u{2}",
+        &[("content-type", "application/octet-stream")],
+        "",
+    )
+    .await;
+    let e = env.next().await.event;
+    assert_eq!(e["data_base64"], "AQI=");
+
+    // ttlInSeconds becomes the envelope's expiration.
+    env.publish(&t, "young", &[], "?metadata.ttlInSeconds=60")
+        .await;
+    let e = env.next().await.event;
+    assert!(e["expiration"].is_string());
+}
+
+async fn raw_payload(broker: Broker) {
+    let t = topic("raw");
+    let mut env = Env::start(
+        broker,
+        json!([{"pubsubname": "pubsub", "topic": t, "route": "/raw",
+                "metadata": {"rawPayload": "true"}}]),
+        &[],
+    )
+    .await;
+    let r = env
+        .publish(
+            &t,
+            "not-json-at-all",
+            &[("content-type", "text/plain")],
+            "?metadata.rawPayload=true",
+        )
+        .await;
+    assert_eq!(r.status, 204, "{}", r.text());
+    let e = env.next().await.event;
+    assert_eq!(e["data_base64"], "bm90LWpzb24tYXQtYWxs"); // base64("not-json-at-all")
+    assert_eq!(e["datacontenttype"], "application/octet-stream");
+    assert_eq!(e["topic"], t.as_str());
+}
+
+async fn routing_rules(broker: Broker) {
+    let t = topic("routed");
+    let mut env = Env::start(
+        broker,
+        json!([{"pubsubname": "pubsub", "topic": t, "routes": {
+            "rules": [
+                {"match": "event.type == \"urgent\"", "path": "/urgent"},
+                {"match": "event.data.qty > 10", "path": "/bulk-order"}
+            ],
+            "default": "/normal"}}]),
+        &[],
+    )
+    .await;
+    let json_ct = [("content-type", "application/json")];
+    env.publish(
+        &t,
+        r#"{"qty":1}"#,
+        &json_ct,
+        "?metadata.cloudevent.type=urgent",
+    )
+    .await;
+    assert_eq!(env.next().await.path, "/urgent");
+    env.publish(&t, r#"{"qty":50}"#, &json_ct, "").await;
+    assert_eq!(env.next().await.path, "/bulk-order");
+    env.publish(&t, r#"{"qty":1}"#, &json_ct, "").await;
+    assert_eq!(env.next().await.path, "/normal");
+}
+
+async fn not_found_goes_to_dead_letter_topic(broker: Broker) {
+    let (t, dlq) = (topic("dl-src"), topic("dl-dlq"));
+    let mut env = Env::start(
+        broker,
+        json!([
+            {"pubsubname": "pubsub", "topic": t, "route": "/missing", "deadLetterTopic": dlq},
+            sub(&dlq, "/dead")
+        ]),
+        &[],
+    )
+    .await;
+    env.publish(
+        &t,
+        r#"{"n":1}"#,
+        &[("content-type", "application/json")],
+        "?metadata.cloudevent.id=dl-1",
+    )
+    .await;
+    let first = env.next().await;
+    assert_eq!(first.path, "/missing");
+    let dead = env.next().await;
+    assert_eq!(dead.path, "/dead");
+    assert_eq!(dead.event["id"], "dl-1");
+    assert_eq!(dead.event["data"]["n"], 1);
+    env.quiet(Duration::from_secs(2)).await;
+}
+
+async fn retry_redelivers_and_drop_does_not(broker: Broker) {
+    let (tr, td, tf) = (topic("retry"), topic("drop"), topic("fail"));
+    let mut env = Env::start(
+        broker,
+        json!([sub(&tr, "/retry"), sub(&td, "/drop"), sub(&tf, "/fail")]),
+        &[],
+    )
+    .await;
+    env.publish(&tr, "again", &[], "?metadata.cloudevent.id=r-1")
+        .await;
+    let a = env.next().await;
+    let b = env.next().await;
+    assert_eq!((a.path.as_str(), b.path.as_str()), ("/retry", "/retry"));
+    assert_eq!(a.event["id"], b.event["id"]);
+    env.publish(&tf, "again", &[], "?metadata.cloudevent.id=f-1")
+        .await;
+    let a = env.next().await;
+    let b = env.next().await;
+    assert_eq!((a.path.as_str(), b.path.as_str()), ("/fail", "/fail"));
+    env.quiet(Duration::from_secs(2)).await;
+    env.publish(&td, "bye", &[], "").await;
+    assert_eq!(env.next().await.path, "/drop");
+    env.quiet(Duration::from_secs(3)).await;
+}
+
+async fn declarative_subscription(broker: Broker) {
+    let (t1, t2) = (topic("decl1"), topic("decl2"));
+    let v2 = format!(
+        "apiVersion: dapr.io/v2alpha1\nkind: Subscription\nmetadata:\n  name: s2\nspec:\n  pubsubname: pubsub\n  topic: {t2}\n  routes:\n    rules:\n    - match: event.type == \"special\"\n      path: /special\n    default: /plain\nscopes:\n- subscriber\n"
+    );
+    let v1 = format!(
+        "apiVersion: dapr.io/v1alpha1\nkind: Subscription\nmetadata:\n  name: s1\nspec:\n  pubsubname: pubsub\n  topic: {t1}\n  route: /v1route\n"
+    );
+    let other = format!(
+        "apiVersion: dapr.io/v1alpha1\nkind: Subscription\nmetadata:\n  name: s3\nspec:\n  pubsubname: pubsub\n  topic: {t1}-other\n  route: /never\nscopes:\n- someone-else\n"
+    );
+    let mut env = Env::start(
+        broker,
+        json!([]),
+        &[("sub1.yaml", v1), ("sub2.yaml", v2), ("sub3.yaml", other)],
+    )
+    .await;
+    env.publish(&t1, "a", &[], "").await;
+    assert_eq!(env.next().await.path, "/v1route");
+    env.publish(&t2, "b", &[], "?metadata.cloudevent.type=special")
+        .await;
+    assert_eq!(env.next().await.path, "/special");
+    env.publish(&t2, "c", &[], "").await;
+    assert_eq!(env.next().await.path, "/plain");
+    env.publish(&format!("{t1}-other"), "d", &[], "").await;
+    env.quiet(Duration::from_secs(1)).await;
+}
+
+async fn errors_and_bulk(broker: Broker) {
+    let t = topic("bulk");
+    let scoped = "apiVersion: dapr.io/v1alpha1\nkind: Component\nmetadata:\n  name: scoped\nspec:\n  type: pubsub.in-memory\n  version: v1\n  metadata:\n  - name: publishingScopes\n    value: \"subscriber=allowed\"\n".to_owned();
+    let mut env = Env::start(
+        broker,
+        json!([sub(&t, "/bulk")]),
+        &[("scoped.yaml", scoped)],
+    )
+    .await;
+    let r = env.publish(&t, "x", &[], "").await;
+    assert_eq!(r.status, 204);
+    env.next().await;
+
+    let port = env.daprd.http_port;
+    let url = move |p: &str| format!("http://127.0.0.1:{port}{p}");
+    let r = http("POST", &url("/v1.0/publish/nope/t"), "x").await;
+    assert_eq!(
+        (r.status, r.error_code().as_str()),
+        (404, "ERR_PUBSUB_NOT_FOUND")
+    );
+    let r = http("POST", &url("/v1.0/publish/scoped/secret"), "x").await;
+    assert_eq!(
+        (r.status, r.error_code().as_str()),
+        (403, "ERR_PUBSUB_FORBIDDEN")
+    );
+    let r = http("POST", &url("/v1.0/publish/scoped/allowed"), "x").await;
+    assert_eq!(r.status, 204);
+    let r = http("POST", &url("/v1.0/publish/pubsub/"), "x").await;
+    assert_eq!(
+        (r.status, r.error_code().as_str()),
+        (404, "ERR_TOPIC_NAME_EMPTY")
+    );
+
+    let entries = json!([
+        {"entryId": "1", "event": {"n": 1}, "contentType": "application/json"},
+        {"entryId": "2", "event": "two", "contentType": "text/plain",
+         "metadata": {"cloudevent.id": "bulk-2"}}
+    ]);
+    for prefix in ["/v1.0-alpha1", "/v1.0"] {
+        let r = http(
+            "POST",
+            &url(&format!("{prefix}/publish/bulk/pubsub/{t}")),
+            &entries.to_string(),
+        )
+        .await;
+        assert_eq!(r.status, 204, "{}", r.text());
+        let mut got = vec![env.next().await.event, env.next().await.event];
+        got.sort_by_key(|e| e["id"].as_str().map(|s| s == "bulk-2"));
+        assert_eq!(got[0]["data"]["n"], 1);
+        assert_eq!(
+            (got[1]["id"].as_str(), got[1]["data"].as_str()),
+            (Some("bulk-2"), Some("two"))
+        );
+    }
+    let dup = json!([{"entryId": "1", "event": 1, "contentType": "application/json"},
+                     {"entryId": "1", "event": 2, "contentType": "application/json"}]);
+    let r = http(
+        "POST",
+        &url(&format!("/v1.0/publish/bulk/pubsub/{t}")),
+        &dup.to_string(),
+    )
+    .await;
+    assert_eq!(
+        (r.status, r.error_code().as_str()),
+        (400, "ERR_PUBSUB_EVENTS_SER")
+    );
+    let r = http("POST", &url(&format!("/v1.0/publish/bulk/pubsub/{t}")), "{").await;
+    assert_eq!(
+        (r.status, r.error_code().as_str()),
+        (400, "ERR_PUBSUB_EVENTS_SER")
+    );
+}
+
+macro_rules! broker_tests {
+    ($broker:ident: $($test:ident),* $(,)?) => {
+        #[allow(non_snake_case)]
+        mod $broker {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $test() {
+                    super::$test(super::Broker::$broker).await;
+                }
+            )*
+        }
+    };
+}
+
+broker_tests!(InMemory: envelope_fields, raw_payload, routing_rules,
+    not_found_goes_to_dead_letter_topic, retry_redelivers_and_drop_does_not,
+    declarative_subscription, errors_and_bulk);
+broker_tests!(Redis: envelope_fields, raw_payload, routing_rules,
+    not_found_goes_to_dead_letter_topic, retry_redelivers_and_drop_does_not,
+    declarative_subscription, errors_and_bulk);
+
+/// `daprd --app-id X` with no resources path offers an in-memory pub/sub
+/// named `pubsub` beside the SQLite state store.
+#[tokio::test]
+async fn embedded_default_has_pubsub() {
+    let t = topic("default");
+    let (port, mut rx) = start_app(json!([sub(&t, "/in")])).await;
+    let daprd = DaprdBuilder::new("subscriber")
+        .arg("--app-port")
+        .arg(port.to_string())
+        .start()
+        .await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let meta = http("GET", &daprd.url("/v1.0/metadata"), "").await.json();
+    let names: Vec<&str> = meta["components"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|c| c["name"].as_str())
+        .collect();
+    assert!(
+        names.contains(&"pubsub") && names.contains(&"statestore"),
+        "{meta}"
+    );
+    let r = http(
+        "POST",
+        &daprd.url(&format!("/v1.0/publish/pubsub/{t}")),
+        "hi",
+    )
+    .await;
+    assert_eq!(r.status, 204, "{}", r.text());
+    let d = tokio::time::timeout(Duration::from_secs(10), rx.recv())
+        .await
+        .expect("delivery")
+        .unwrap();
+    assert_eq!(
+        (d.path.as_str(), d.event["data"].as_str()),
+        ("/in", Some("hi"))
+    );
+}
