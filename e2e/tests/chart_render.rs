@@ -604,6 +604,16 @@ fn injector_environment_describes_the_sidecar() {
     for (k, v) in want {
         assert_eq!(env_value(c, k).as_deref(), Some(v), "{k}");
     }
+    // Dapr's default list, as JSON the injector can parse.
+    let tolerations: Value = serde_json::from_str(
+        &env_value(c, "IGNORE_ENTRYPOINT_TOLERATIONS").expect("IGNORE_ENTRYPOINT_TOLERATIONS"),
+    )
+    .expect("IGNORE_ENTRYPOINT_TOLERATIONS is JSON");
+    assert_eq!(tolerations.as_array().map(Vec::len), Some(4));
+    assert_eq!(
+        tolerations[3],
+        serde_json::json!({"effect": "NoSchedule", "key": "huawei.com/cci"})
+    );
     // Dapr's guard: a non-root sidecar needs a positive uid.
     let err =
         template_text(&["--set", "dapr_sidecar_injector.sidecarRunAsUser=0"]).expect_err("uid 0");
@@ -710,6 +720,36 @@ fn sentry_runs_in_kubernetes_mode_with_the_control_plane_trust_domain() {
         assert_eq!(
             token["projected"]["sources"][0]["serviceAccountToken"]["audience"],
             "spiffe://example.org/ns/dapr-system/dapr-sentry"
+        );
+    }
+    // The root is mounted by key, so pods wait for Sentry to publish it.
+    for w in workloads(&docs)
+        .into_iter()
+        .filter(|w| name(w) != "dapr-sentry")
+    {
+        let vols = &w["spec"]["template"]["spec"]["volumes"];
+        let tb = vols
+            .as_array()
+            .into_iter()
+            .flatten()
+            .find(|v| v["name"] == "dapr-trust-bundle")
+            .unwrap_or_else(|| panic!("{} has no trust bundle", name(w)));
+        assert_eq!(tb["configMap"]["name"], "dapr-trust-bundle");
+        assert_eq!(
+            tb["configMap"]["items"],
+            serde_json::json!([{"key": "ca.crt", "path": "ca.crt"}])
+        );
+        let mounts = &containers(w)[0]["volumeMounts"];
+        assert!(
+            mounts
+                .as_array()
+                .into_iter()
+                .flatten()
+                .any(|m| m["name"] == "dapr-trust-bundle"
+                    && m["mountPath"] == "/var/run/secrets/dapr.io/tls"
+                    && m["readOnly"] == true),
+            "{}",
+            name(w)
         );
     }
     let api = get(&docs, "Service", "dapr-api");

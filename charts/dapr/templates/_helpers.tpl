@@ -186,11 +186,18 @@ prometheus.io/path: "/"
 {{- end }}
 {{- end -}}
 
-{{/* The trust-anchor ConfigMap and Sentry token volumes. Input: root. */}}
+{{/*
+The trust-anchor ConfigMap and Sentry token volumes. Naming the key makes
+the kubelet hold the container until Sentry has published the root, instead
+of starting it without trust anchors. Input: root.
+*/}}
 {{- define "dapr.trustVolumes" -}}
 - name: dapr-trust-bundle
   configMap:
     name: dapr-trust-bundle
+    items:
+      - key: {{ (.Values.global.issuerFilenames | default dict).ca | default "ca.crt" | base }}
+        path: ca.crt
 {{- if .Values.global.mtls.mountSentryVolume }}
 - name: dapr-identity-token
   projected:
