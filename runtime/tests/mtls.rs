@@ -420,7 +420,7 @@ async fn sidecars_invoke_over_mtls_with_verified_identity_for_acl() {
     let anchors = env.sentry.anchors();
     let mallory = svid(
         &issuer,
-        &[issuer_der.clone()],
+        std::slice::from_ref(&issuer_der),
         &spiffe("mallory"),
         -60,
         3600,
@@ -465,7 +465,13 @@ async fn refuses_foreign_expired_and_wrong_identity_certificates() {
     let anchors = env.sentry.anchors();
 
     // Control: a valid certificate for `caller` from Sentry's issuer works.
-    let good = svid(&issuer, &[issuer_der.clone()], &spiffe("caller"), -60, 3600);
+    let good = svid(
+        &issuer,
+        std::slice::from_ref(&issuer_der),
+        &spiffe("caller"),
+        -60,
+        3600,
+    );
     call_local(
         callee_port,
         anchors.clone(),
@@ -505,7 +511,7 @@ async fn refuses_foreign_expired_and_wrong_identity_certificates() {
     // Expired, from the right issuer.
     let expired = svid(
         &issuer,
-        &[issuer_der.clone()],
+        std::slice::from_ref(&issuer_der),
         &spiffe("caller"),
         -7200,
         -3600,
@@ -525,7 +531,7 @@ async fn refuses_foreign_expired_and_wrong_identity_certificates() {
     // (valid, same CA) is for `impostor`: the caller refuses the handshake.
     let rogue_store = svid(
         &issuer,
-        &[issuer_der.clone()],
+        std::slice::from_ref(&issuer_der),
         &spiffe("impostor"),
         -60,
         3600,
@@ -737,7 +743,7 @@ async fn issuer_rotation_with_traffic_has_no_failed_requests() {
 
     stop.store(true, Ordering::SeqCst);
     traffic.await.unwrap();
-    let failed = failed.lock().unwrap();
+    let failed = failed.lock().unwrap().clone();
     assert!(
         failed.is_empty(),
         "{} failed: {:?}",
