@@ -391,17 +391,14 @@ pub async fn run(opts: Options) -> anyhow::Result<()> {
                 .await
         });
     }
-    // Deliveries start once the app listens (and only while it is healthy).
-    if let Some(app) = invoker.app.clone() {
-        let (subs, registry, app_id) = (
-            subscriptions.clone(),
-            sidecar.registry.clone(),
-            opts.app_id.clone(),
-        );
-        tokio::spawn(async move {
-            subs.start(&registry, &app, &app_id, declarative_subscriptions)
-                .await
-        });
+    // Deliveries start once the app listens (and only while it is healthy),
+    // before readiness: an event published once daprd reports ready is
+    // not missed by a subscription still starting.
+    if let Some(app) = &invoker.app {
+        tokio::select! {
+            _ = subscriptions.start(&sidecar.registry, app, &opts.app_id, declarative_subscriptions) => {}
+            _ = sidecar.shutdown.cancelled() => {}
+        }
     }
     sidecar.set_ready();
     tracing::info!(

@@ -452,7 +452,7 @@ async fn errors_and_bulk(broker: Broker) {
         )
         .await;
         assert_eq!(r.status, 204, "{}", r.text());
-        let mut got = vec![env.next().await.event, env.next().await.event];
+        let mut got = [env.next().await.event, env.next().await.event];
         got.sort_by_key(|e| e["id"].as_str().map(|s| s == "bulk-2"));
         assert_eq!(got[0]["data"]["n"], 1);
         assert_eq!(
@@ -486,7 +486,7 @@ macro_rules! broker_tests {
             $(
                 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
                 async fn $test() {
-                    super::$test(super::Broker::$broker).await;
+                    super::$test(crate::Broker::$broker).await;
                 }
             )*
         }
@@ -538,4 +538,146 @@ async fn embedded_default_has_pubsub() {
         (d.path.as_str(), d.event["data"].as_str()),
         ("/in", Some("hi"))
     );
+}
+
+mod grpc {
+    use super::*;
+    use dapr::dapr::proto::runtime::v1::{
+        self as pb, dapr_client::DaprClient,
+        subscribe_topic_events_request_alpha1::SubscribeTopicEventsRequestType as In,
+        subscribe_topic_events_response_alpha1::SubscribeTopicEventsResponseType as Out,
+        topic_event_response::TopicEventResponseStatus,
+    };
+    use futures::StreamExt;
+
+    fn initial(topic: &str) -> pb::SubscribeTopicEventsRequestAlpha1 {
+        pb::SubscribeTopicEventsRequestAlpha1 {
+            subscribe_topic_events_request_type: Some(In::InitialRequest(
+                pb::SubscribeTopicEventsRequestInitialAlpha1 {
+                    pubsub_name: "pubsub".into(),
+                    topic: topic.into(),
+                    metadata: HashMap::new(),
+                    dead_letter_topic: None,
+                },
+            )),
+        }
+    }
+
+    fn processed(
+        id: &str,
+        status: TopicEventResponseStatus,
+    ) -> pb::SubscribeTopicEventsRequestAlpha1 {
+        pb::SubscribeTopicEventsRequestAlpha1 {
+            subscribe_topic_events_request_type: Some(In::EventProcessed(
+                pb::SubscribeTopicEventsRequestProcessedAlpha1 {
+                    id: id.into(),
+                    status: Some(pb::TopicEventResponse {
+                        status: status as i32,
+                    }),
+                },
+            )),
+        }
+    }
+
+    async fn next_event(
+        stream: &mut tonic::Streaming<pb::SubscribeTopicEventsResponseAlpha1>,
+    ) -> pb::TopicEventRequest {
+        let msg = tokio::time::timeout(Duration::from_secs(10), stream.next())
+            .await
+            .expect("no event within 10 s")
+            .expect("stream ended")
+            .expect("stream error");
+        match msg.subscribe_topic_events_response_type {
+            Some(Out::EventMessage(e)) => e,
+            other => panic!("expected an event, got {other:?}"),
+        }
+    }
+
+    /// gRPC `PublishEvent`/`BulkPublishEvent` into a streaming
+    /// subscription (`SubscribeTopicEventsAlpha1`): events arrive with their
+    /// envelope, RETRY redelivers, SUCCESS acks.
+    async fn streaming(broker: Broker) {
+        let t = topic("stream");
+        let env = Env::start(broker, json!([]), &[]).await;
+        let mut client = DaprClient::connect(env.daprd.grpc_endpoint())
+            .await
+            .unwrap();
+        let (tx, rx) = mpsc::channel(8);
+        tx.send(initial(&t)).await.unwrap();
+        let mut stream = client
+            .subscribe_topic_events_alpha1(tokio_stream::wrappers::ReceiverStream::new(rx))
+            .await
+            .unwrap()
+            .into_inner();
+        let first = stream.next().await.unwrap().unwrap();
+        assert!(matches!(
+            first.subscribe_topic_events_response_type,
+            Some(Out::InitialResponse(_))
+        ));
+        client
+            .publish_event(pb::PublishEventRequest {
+                pubsub_name: "pubsub".into(),
+                topic: t.clone(),
+                data: br#"{"n":1}"#.to_vec(),
+                data_content_type: "application/json".into(),
+                metadata: HashMap::from([("cloudevent.id".to_owned(), "s-1".to_owned())]),
+            })
+            .await
+            .unwrap();
+        let e = next_event(&mut stream).await;
+        assert_eq!((e.id.as_str(), e.topic.as_str()), ("s-1", t.as_str()));
+        assert_eq!(e.data, br#"{"n":1}"#);
+        assert_eq!(e.source, "subscriber");
+        tx.send(processed("s-1", TopicEventResponseStatus::Retry))
+            .await
+            .unwrap();
+        let again = next_event(&mut stream).await;
+        assert_eq!(again.id, "s-1");
+        tx.send(processed("s-1", TopicEventResponseStatus::Success))
+            .await
+            .unwrap();
+
+        let bulk = client
+            .bulk_publish_event(pb::BulkPublishRequest {
+                pubsub_name: "pubsub".into(),
+                topic: t.clone(),
+                entries: (0..2)
+                    .map(|i| pb::BulkPublishRequestEntry {
+                        entry_id: i.to_string(),
+                        event: format!("e{i}").into_bytes(),
+                        content_type: "text/plain".into(),
+                        metadata: HashMap::new(),
+                    })
+                    .collect(),
+                metadata: HashMap::new(),
+            })
+            .await
+            .unwrap()
+            .into_inner();
+        assert!(bulk.failed_entries.is_empty());
+        let mut got = Vec::new();
+        for _ in 0..2 {
+            let e = next_event(&mut stream).await;
+            tx.send(processed(&e.id, TopicEventResponseStatus::Success))
+                .await
+                .unwrap();
+            got.push(String::from_utf8(e.data).unwrap());
+        }
+        got.sort();
+        assert_eq!(got, ["e0", "e1"]);
+
+        let err = client
+            .publish_event(pb::PublishEventRequest {
+                pubsub_name: "nope".into(),
+                topic: t.clone(),
+                ..Default::default()
+            })
+            .await
+            .unwrap_err();
+        assert_eq!(err.code(), tonic::Code::InvalidArgument);
+        assert!(err.message().contains("nope"), "{err:?}");
+    }
+
+    broker_tests!(InMemory: streaming);
+    broker_tests!(Redis: streaming);
 }

@@ -347,7 +347,7 @@ const ENVELOPE_FIELDS: [&str; 7] = [
     ce::DATA_BASE64,
 ];
 
-fn topic_event_request(
+pub(crate) fn topic_event_request(
     event: &Map<String, Value>,
     topic: &str,
     pubsub: &str,

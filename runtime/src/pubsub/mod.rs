@@ -7,6 +7,7 @@ pub mod error;
 pub mod manager;
 pub mod routing;
 pub mod scopes;
+pub mod streaming;
 pub mod subscriptions;
 
 use std::collections::HashMap;

@@ -156,6 +156,18 @@ impl Dapr for DaprGrpc {
             .map(Response::new)
     }
 
+    async fn subscribe_topic_events_alpha1(
+        &self,
+        req: Request<tonic::Streaming<pb::SubscribeTopicEventsRequestAlpha1>>,
+    ) -> Result<
+        Response<tonic::codegen::BoxStream<pb::SubscribeTopicEventsResponseAlpha1>>,
+        Status,
+    > {
+        crate::pubsub::streaming::subscribe(&self.sidecar, req.into_inner())
+            .await
+            .map(Response::new)
+    }
+
     async fn get_metadata(
         &self,
         _req: Request<pb::GetMetadataRequest>,
