@@ -11,7 +11,6 @@ use std::{
 use dapr_components::{
     ComponentMetadata,
     duration::parse_go_duration,
-    pubsub::{self as pubsub_components, PubSub},
     secretstores::{self, SecretStore},
     state::{self, StateStore},
 };
@@ -69,23 +68,12 @@ struct SecretStoreEntry {
     info: ComponentInfo,
 }
 
-/// A loaded pub/sub component and this app's topic scopes in it.
-#[derive(Clone)]
-pub struct PubSubEntry {
-    pub pubsub: Arc<dyn PubSub>,
-    pub scopes: Arc<crate::pubsub::scopes::TopicScopes>,
-    pub info: ComponentInfo,
-}
-
 /// Loaded components, readable from any request handler.
 #[derive(Default)]
 pub struct Registry {
     state: RwLock<HashMap<String, StateStoreEntry>>,
     secrets: RwLock<HashMap<String, SecretStoreEntry>>,
     middleware: RwLock<HashMap<String, ComponentInfo>>,
-    pubsubs: RwLock<HashMap<String, PubSubEntry>>,
-    /// Resiliency policies for pub/sub publishing and delivery.
-    pubsub_resiliency: RwLock<Option<Arc<dapr_policy::resiliency::ResiliencyRegistry>>>,
     /// Definition each loaded component was built from, to detect changes.
     definitions: RwLock<HashMap<String, Component>>,
 }
@@ -114,35 +102,6 @@ impl Registry {
         read(&self.secrets).get(name).map(|e| e.store.clone())
     }
 
-    pub fn pubsub(&self, name: &str) -> Option<PubSubEntry> {
-        read(&self.pubsubs).get(name).cloned()
-    }
-
-    pub fn has_pubsubs(&self) -> bool {
-        !read(&self.pubsubs).is_empty()
-    }
-
-    pub fn set_pubsub_resiliency(&self, r: Arc<dapr_policy::resiliency::ResiliencyRegistry>) {
-        *write(&self.pubsub_resiliency) = Some(r);
-    }
-
-    /// The resiliency policy for pub/sub component `name` (none without a
-    /// Resiliency resource).
-    pub fn pubsub_policy(
-        &self,
-        name: &str,
-        direction: dapr_policy::resiliency::Direction,
-    ) -> dapr_policy::resiliency::Policy {
-        match read(&self.pubsub_resiliency).as_ref() {
-            Some(r) => r.policy_for_component_kind(
-                name,
-                dapr_policy::resiliency::ComponentKind::Pubsub,
-                direction,
-            ),
-            None => dapr_policy::resiliency::Policy::none(name),
-        }
-    }
-
     /// Every loaded component, sorted by name.
     pub fn infos(&self) -> Vec<ComponentInfo> {
         let mut out: Vec<ComponentInfo> = read(&self.state)
@@ -150,7 +109,6 @@ impl Registry {
             .map(|e| e.info.clone())
             .chain(read(&self.secrets).values().map(|e| e.info.clone()))
             .chain(read(&self.middleware).values().cloned())
-            .chain(read(&self.pubsubs).values().map(|e| e.info.clone()))
             .collect();
         out.sort_by(|a, b| a.name.cmp(&b.name));
         out
@@ -160,7 +118,6 @@ impl Registry {
         write(&self.state).remove(name);
         write(&self.secrets).remove(name);
         write(&self.middleware).remove(name);
-        write(&self.pubsubs).remove(name);
         write(&self.definitions).remove(name);
     }
 }
@@ -249,7 +206,33 @@ impl ComponentLoader {
         }
     }
 
-    fn visible(&self, c: &Component) -> bool {
+    /// Applies one created or updated definition (operator update stream):
+    /// the new instance is built, then swapped in; the previous one serves
+    /// until then. `Ok(false)`: identical to what is loaded, nothing done.
+    pub async fn apply(&self, c: &Sourced<Component>) -> Result<bool, ComponentError> {
+        let unchanged = read(&self.registry.definitions)
+            .get(c.resource.name())
+            .is_some_and(|d| d == &c.resource);
+        if unchanged {
+            return Ok(false);
+        }
+        self.init(c).await.map(|()| true)
+    }
+
+    /// Drops a loaded component; false if none had that name.
+    pub fn unload(&self, name: &str) -> bool {
+        let loaded = read(&self.registry.definitions).contains_key(name);
+        self.registry.remove(name);
+        loaded
+    }
+
+    /// Names of the loaded components.
+    pub fn loaded_names(&self) -> Vec<String> {
+        read(&self.registry.definitions).keys().cloned().collect()
+    }
+
+    /// Whether this sidecar may load `c` (namespace and scopes).
+    pub fn visible(&self, c: &Component) -> bool {
         let ns_ok = match (&c.metadata.namespace, self.namespace.as_str()) {
             (Some(ns), mine) if !ns.is_empty() && !mine.is_empty() => ns == mine,
             _ => true,
@@ -328,29 +311,14 @@ impl ComponentLoader {
                 .map_err(|e| e.to_string())?;
             write(&self.registry.state).remove(&name);
             write(&self.registry.secrets).insert(name, SecretStoreEntry { store, info });
-        } else if type_.starts_with("pubsub.") {
-            let pubsub = pubsub_components::create(type_, metadata)
-                .await
-                .map_err(|e| e.to_string())?;
-            info.capabilities = pubsub.features();
-            let entry = PubSubEntry {
-                pubsub,
-                scopes: Arc::new(crate::pubsub::scopes::TopicScopes::from_metadata(
-                    metadata,
-                    &self.app_id,
-                )),
-                info,
-            };
-            write(&self.registry.pubsubs).insert(name, entry);
         } else if type_.starts_with("middleware.http.") {
             // Built by the HTTP pipeline from the Configuration; listed here
             // so the metadata API shows it.
             write(&self.registry.middleware).insert(name, info);
         } else {
             return Err(format!(
-                "unsupported component type '{type_}' (this build supports {}, {} and secretstores.local.file, secretstores.local.env)",
-                state::SUPPORTED_TYPES.join(", "),
-                pubsub_components::SUPPORTED_TYPES.join(", ")
+                "unsupported component type '{type_}' (this build supports {} and secretstores.local.file, secretstores.local.env)",
+                state::SUPPORTED_TYPES.join(", ")
             ));
         }
         Ok(())

@@ -92,7 +92,8 @@ pub struct Options {
     /// Seconds to wait for in-flight requests on shutdown.
     #[arg(long, default_value_t = 5)]
     pub dapr_graceful_shutdown_seconds: u64,
-    /// Address of the operator (Kubernetes mode).
+    /// Address (`host:port`) of the operator, which serves resources in
+    /// Kubernetes mode.
     #[arg(long)]
     pub control_plane_address: Option<String>,
     /// Address of Sentry.
@@ -124,6 +125,10 @@ pub struct Options {
     /// Seconds to keep retrying Sentry at start before failing (dapr-rs).
     #[arg(long, env = "DAPR_RS_SENTRY_WAIT_SECONDS", default_value_t = 30)]
     pub sentry_wait_seconds: u64,
+    /// Seconds to keep retrying an unreachable operator at start before
+    /// failing (dapr-rs; Kubernetes mode).
+    #[arg(long, env = "DAPR_RS_OPERATOR_WAIT_SECONDS", default_value_t = 30)]
+    pub operator_wait_seconds: u64,
     /// CORS allowed origins, comma-separated (CORS off when empty).
     #[arg(long, default_value = "")]
     pub allowed_origins: String,

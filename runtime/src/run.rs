@@ -26,7 +26,7 @@ use crate::{
         self, Invoker,
         grpc_proxy::{self, GrpcRelay, ProxyState},
     },
-    middleware,
+    kubernetes, middleware,
     mtls::{self, SidecarMtls},
     options::{Mode, Options},
     resources::{self, Sourced},
@@ -88,31 +88,10 @@ fn embedded_default_components(opts: &Options) -> anyhow::Result<Vec<Sourced<Com
         auth: Default::default(),
         scopes: Vec::new(),
     };
-    // Dapr's default pub/sub is named `pubsub`; here it lives in-process.
-    let pubsub = Component {
-        metadata: ObjectMeta {
-            name: "pubsub".into(),
-            ..ObjectMeta::default()
-        },
-        spec: ComponentSpec {
-            type_: "pubsub.in-memory".into(),
-            version: "v1".into(),
-            ignore_errors: false,
-            init_timeout: None,
-            metadata: Vec::new(),
-        },
-        ..statestore.clone()
-    };
-    Ok(vec![
-        Sourced {
-            file: PathBuf::from("<embedded default>"),
-            resource: statestore,
-        },
-        Sourced {
-            file: PathBuf::from("<embedded default>"),
-            resource: pubsub,
-        },
-    ])
+    Ok(vec![Sourced {
+        file: PathBuf::from("<embedded default>"),
+        resource: statestore,
+    }])
 }
 
 pub async fn run(opts: Options) -> anyhow::Result<()> {
@@ -124,13 +103,19 @@ pub async fn run(opts: Options) -> anyhow::Result<()> {
     let api_token = std::env::var("DAPR_API_TOKEN")
         .ok()
         .filter(|t| !t.is_empty());
-    if opts.mode == Mode::Kubernetes {
-        tracing::warn!(
-            "--mode kubernetes: loading resources from the operator is not available yet; using --resources-path"
-        );
-    }
+    // Kubernetes mode: every resource comes from the operator.
+    let operator = if opts.mode == Mode::Kubernetes {
+        Some(kubernetes::Operator::start(&opts, &namespace).await?)
+    } else {
+        None
+    };
 
     let configuration: Option<Configuration> = match opts.config.first() {
+        // In Kubernetes mode --config names a Configuration resource.
+        Some(name) if operator.is_some() => match &operator {
+            Some(op) => Some(op.client.get_configuration(name).await?),
+            None => None,
+        },
         Some(path) => Some(
             resources::load_configuration(path)?
                 .with_context(|| format!("--config {path} holds no Configuration"))?,
@@ -153,7 +138,9 @@ pub async fn run(opts: Options) -> anyhow::Result<()> {
     let registry = Arc::new(Registry::default());
     let max_message = usize::try_from(opts.max_body_size).unwrap_or(usize::MAX);
     let resolver = name_resolver(&opts, configuration.as_ref())?;
-    let resources = if opts.resources_paths.is_empty() {
+    let resources = if let Some(op) = &operator {
+        op.load_resources(&opts.app_id).await?
+    } else if opts.resources_paths.is_empty() {
         resources::Resources::default()
     } else {
         resources::load(&opts.resources_paths)?
@@ -178,7 +165,12 @@ pub async fn run(opts: Options) -> anyhow::Result<()> {
         bail!("invalid Resiliency resource: {e}");
     }
     // The certificate is requested with the app trust domain, as in Dapr.
-    let mtls = if opts.enable_mtls {
+    let mtls = if let Some(m) = operator
+        .as_ref()
+        .and_then(|o| o.mtls_for(acl.trust_domain()))
+    {
+        Some(m)
+    } else if opts.enable_mtls {
         Some(SidecarMtls::start(&opts, &opts.app_id, &namespace, acl.trust_domain()).await?)
     } else {
         None
@@ -201,23 +193,12 @@ pub async fn run(opts: Options) -> anyhow::Result<()> {
         namespace: namespace.clone(),
         registry: sidecar.registry.clone(),
     });
-    let components = if opts.resources_paths.is_empty() {
+    let components = if opts.resources_paths.is_empty() && operator.is_none() {
         embedded_default_components(&opts)?
     } else {
         resources.components.clone()
     };
-    sidecar.registry.set_pubsub_resiliency(Arc::new(
-        ResiliencyRegistry::from_resources(&opts.app_id, &resiliency_docs).0,
-    ));
     loader.load_all(&components).await?;
-    let declarative_subscriptions =
-        crate::pubsub::subscriptions::declarative(&resources.others, &opts.app_id)?;
-    let subscriptions = Arc::new(crate::pubsub::manager::SubscriptionManager::default());
-    // HTTPEndpoints after components: their secretKeyRefs read secret stores.
-    let endpoints =
-        invoke::external::build_all(&resources.http_endpoints, &sidecar.registry, &opts.app_id)
-            .await?;
-    invoker.endpoints.replace(endpoints);
 
     let empty_spec = dapr_crds::ConfigurationSpec::default();
     let http_pipeline = middleware::build_pipeline(
@@ -230,21 +211,6 @@ pub async fn run(opts: Options) -> anyhow::Result<()> {
     )
     .context("Configuration httpPipeline")?;
     http_pipeline.prefetch().await.context("httpPipeline")?;
-    let http_pipeline = middleware::SharedPipeline::new(http_pipeline);
-    // appHttpPipeline: middleware on the calls daprd makes to its app.
-    let app_pipeline = middleware::build_pipeline(
-        configuration
-            .as_ref()
-            .map(|c| &c.spec)
-            .unwrap_or(&empty_spec),
-        middleware::PipelineKind::AppHttp,
-        components.iter().map(|c| &c.resource),
-    )
-    .context("Configuration appHttpPipeline")?;
-    app_pipeline.prefetch().await.context("appHttpPipeline")?;
-    if let Some(app) = &invoker.app {
-        app.pipeline.set(app_pipeline);
-    }
 
     let mut servers = JoinSet::new();
     let listen = opts.listen_addresses().map_err(anyhow::Error::msg)?;
@@ -352,19 +318,17 @@ pub async fn run(opts: Options) -> anyhow::Result<()> {
         .await
         .context("name resolution registration")?;
 
-    if hot_reload && !opts.resources_paths.is_empty() {
+    if let Some(op) = &operator {
+        op.spawn_watches(
+            loader.clone(),
+            &opts.app_id,
+            configuration.as_ref(),
+            sidecar.shutdown.clone(),
+        );
+    } else if hot_reload && !opts.resources_paths.is_empty() {
         tokio::spawn(hotreload::watch(
-            hotreload::Reloader {
-                paths: opts.resources_paths.clone(),
-                loader: loader.clone(),
-                invoker: invoker.clone(),
-                app_id: opts.app_id.clone(),
-                config: configuration
-                    .as_ref()
-                    .map(|c| c.spec.clone())
-                    .unwrap_or_default(),
-                http_pipeline: http_pipeline.clone(),
-            },
+            opts.resources_paths.clone(),
+            loader.clone(),
             sidecar.shutdown.clone(),
         ));
     }
@@ -391,15 +355,6 @@ pub async fn run(opts: Options) -> anyhow::Result<()> {
                 .await
         });
     }
-    // Deliveries start once the app listens (and only while it is healthy),
-    // before readiness: an event published once daprd reports ready is
-    // not missed by a subscription still starting.
-    if let Some(app) = &invoker.app {
-        tokio::select! {
-            _ = subscriptions.start(&sidecar.registry, app, &opts.app_id, declarative_subscriptions) => {}
-            _ = sidecar.shutdown.cancelled() => {}
-        }
-    }
     sidecar.set_ready();
     tracing::info!(
         app_id = %opts.app_id,
@@ -423,7 +378,6 @@ pub async fn run(opts: Options) -> anyhow::Result<()> {
         }
     }
     sidecar.shutdown.cancel();
-    subscriptions.stop_all(opts.graceful_shutdown()).await;
     if let Err(e) = resolver.unregister().await {
         tracing::warn!("name resolution: {e}");
     }

@@ -1,0 +1,526 @@
+//! `daprd --mode kubernetes` against the real `dapr-operator` binary and the
+//! real apiserver (tier 1): resources load from the operator, `kubectl
+//! apply`/`delete` of a Component takes effect live, an operator restart
+//! loses no update, and broken components are reported by name.
+//!
+//! Both binaries run on the host on loopback; build them first:
+//! `cargo build -p daprd -p dapr-operator`.
+
+use std::{
+    path::{Path, PathBuf},
+    process::{Child, Command, Stdio},
+    time::Duration,
+};
+
+use dapr_e2e::{Cluster, E2eError, eventually, profile_dir, repo_root};
+use serde_json::Value;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+type TestResult = Result<(), Box<dyn std::error::Error>>;
+
+const APP_ID: &str = "k8sapp";
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("a free loopback port")
+}
+
+/// A child process killed (by its own pid) when dropped; its stderr goes to
+/// a file so tests can read what it logged.
+struct Proc {
+    child: Child,
+    log: PathBuf,
+}
+
+impl Proc {
+    fn spawn(bin: &str, args: &[String], envs: &[(&str, &str)], log: PathBuf) -> Self {
+        let path = profile_dir().join(bin);
+        assert!(
+            path.exists(),
+            "{} is missing: run `cargo build -p daprd -p dapr-operator` first",
+            path.display()
+        );
+        let file = std::fs::File::create(&log).expect("log file");
+        let mut cmd = Command::new(&path);
+        cmd.args(args)
+            .env_remove("DAPR_RS_LOG")
+            .stdout(Stdio::null())
+            .stderr(file);
+        for (k, v) in envs {
+            cmd.env(k, v);
+        }
+        let child = cmd.spawn().expect("spawn");
+        Self { child, log }
+    }
+
+    fn logs(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    fn stop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+/// One HTTP/1.1 request to loopback: (status, body).
+async fn http(method: &str, port: u16, path: &str, body: &str) -> Result<(u16, String), String> {
+    let mut s = tokio::net::TcpStream::connect(("127.0.0.1", port))
+        .await
+        .map_err(|e| e.to_string())?;
+    let req = format!(
+        "{method} {path} HTTP/1.1\r\nhost: 127.0.0.1\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
+        body.len()
+    );
+    s.write_all(req.as_bytes())
+        .await
+        .map_err(|e| e.to_string())?;
+    let mut raw = Vec::new();
+    tokio::time::timeout(Duration::from_secs(10), s.read_to_end(&mut raw))
+        .await
+        .map_err(|_| "no answer".to_string())?
+        .map_err(|e| e.to_string())?;
+    let text = String::from_utf8_lossy(&raw).to_string();
+    let status = text
+        .split(' ')
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .ok_or_else(|| format!("bad response: {text}"))?;
+    let (head, body) = text.split_once("\r\n\r\n").unwrap_or((&text, ""));
+    let body = if head
+        .to_ascii_lowercase()
+        .contains("transfer-encoding: chunked")
+    {
+        dechunk(body)
+    } else {
+        body.to_owned()
+    };
+    Ok((status, body))
+}
+
+fn dechunk(mut s: &str) -> String {
+    let mut out = String::new();
+    while let Some((size, rest)) = s.split_once("\r\n") {
+        let Ok(n) = usize::from_str_radix(size.trim(), 16) else {
+            break;
+        };
+        if n == 0 || rest.len() < n {
+            break;
+        }
+        out.push_str(&rest[..n]);
+        s = rest[n..].trim_start_matches("\r\n");
+    }
+    out
+}
+
+fn component(name: &str, type_: &str, metadata: &str, extra: &str) -> String {
+    format!(
+        "apiVersion: dapr.io/v1alpha1\nkind: Component\nmetadata: {{name: {name}}}\nspec:\n  type: {type_}\n  version: v1\n  metadata: [{metadata}]\n{extra}"
+    )
+}
+
+fn apply_crds(cluster: &Cluster) -> Result<(), E2eError> {
+    let dir = repo_root().join("crds/generated");
+    for f in [
+        "components",
+        "configuration",
+        "resiliency",
+        "subscription",
+        "httpendpoints",
+    ] {
+        let yaml = std::fs::read_to_string(dir.join(format!("{f}.yaml"))).map_err(|e| {
+            E2eError::Output {
+                what: format!("{f}.yaml"),
+                message: e.to_string(),
+            }
+        })?;
+        cluster.apply(&yaml)?;
+    }
+    // The new kinds must be served before the operator starts watching.
+    for crd in [
+        "components",
+        "configurations",
+        "resiliencies",
+        "subscriptions",
+        "httpendpoints",
+    ] {
+        cluster.kubectl(&[
+            "wait",
+            "--for=condition=Established",
+            "--timeout=30s",
+            &format!("crd/{crd}.dapr.io"),
+        ])?;
+    }
+    Ok(())
+}
+
+fn start_operator(cluster: &Cluster, ns: &str, port: u16, dir: &Path, n: u32) -> (Proc, u16) {
+    let healthz = free_port();
+    let args: Vec<String> = [
+        "--kubeconfig",
+        &cluster.kubeconfig().to_string_lossy(),
+        "--port",
+        &port.to_string(),
+        "--listen-address",
+        "127.0.0.1",
+        "--healthz-port",
+        &healthz.to_string(),
+        "--healthz-listen-address",
+        "127.0.0.1",
+        "--enable-metrics=false",
+        "--disable-mtls",
+        "--disable-leader-election",
+        "--disable-service-reconciler",
+        "--watch-namespace",
+        ns,
+        "--namespace",
+        ns,
+    ]
+    .iter()
+    .map(|s| s.to_string())
+    .collect();
+    let p = Proc::spawn(
+        "dapr-operator",
+        &args,
+        &[],
+        dir.join(format!("operator-{n}.log")),
+    );
+    (p, healthz)
+}
+
+async fn wait_http(
+    what: &str,
+    port: u16,
+    path: &str,
+    ok: u16,
+    proc_: &Proc,
+) -> Result<(), E2eError> {
+    eventually(
+        what,
+        Duration::from_secs(60),
+        Duration::from_millis(100),
+        || async {
+            Ok::<_, String>(match http("GET", port, path, "").await {
+                Ok((s, _)) if s == ok => Some(()),
+                _ => None,
+            })
+        },
+    )
+    .await
+    .map_err(|e| E2eError::Output {
+        what: what.to_owned(),
+        message: format!("{e}\n--- logs ---\n{}", proc_.logs()),
+    })
+}
+
+/// The `type` of component `name` in daprd's metadata, if loaded.
+async fn component_type(port: u16, name: &str) -> Result<Option<String>, String> {
+    let (status, body) = http("GET", port, "/v1.0/metadata", "").await?;
+    if status != 200 {
+        return Err(format!("metadata: {status} {body}"));
+    }
+    let v: Value = serde_json::from_str(&body).map_err(|e| e.to_string())?;
+    Ok(v["components"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .find(|c| c["name"] == name)
+        .and_then(|c| c["type"].as_str().map(str::to_owned)))
+}
+
+async fn wait_type(
+    port: u16,
+    name: &str,
+    want: Option<&str>,
+    daprd: &Proc,
+) -> Result<(), E2eError> {
+    eventually(
+        &format!("component {name} type {want:?}"),
+        Duration::from_secs(30),
+        Duration::from_millis(100),
+        || async {
+            let got = component_type(port, name).await?;
+            Ok::<_, String>((got.as_deref() == want).then_some(()))
+        },
+    )
+    .await
+    .map_err(|e| E2eError::Output {
+        what: name.to_owned(),
+        message: format!("{e}\n--- daprd ---\n{}", daprd.logs()),
+    })
+}
+
+async fn save_get(port: u16, store: &str, key: &str, value: &str) -> Result<String, String> {
+    let body = format!(r#"[{{"key":"{key}","value":"{value}"}}]"#);
+    let (s, b) = http("POST", port, &format!("/v1.0/state/{store}"), &body).await?;
+    if s != 204 {
+        return Err(format!("save: {s} {b}"));
+    }
+    let (s, b) = http("GET", port, &format!("/v1.0/state/{store}/{key}"), "").await?;
+    if s != 200 {
+        return Err(format!("get: {s} {b}"));
+    }
+    Ok(b)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn daprd_loads_from_the_operator_and_applies_changes_live() -> TestResult {
+    let Some(cluster) = Cluster::tier1().await else {
+        return Ok(());
+    };
+    apply_crds(&cluster)?;
+    let ns = cluster.namespace("k8smode")?;
+    let dir = tempfile_dir("k8smode");
+    let sqlite = dir.join("state.db");
+
+    ns.apply(&component("statestore", "state.in-memory", "", ""))?;
+    // Another app's component, and one this build cannot create.
+    ns.apply(&component(
+        "private",
+        "state.in-memory",
+        "",
+        "scopes: [other-app]\n",
+    ))?;
+    ns.apply(
+        &component("broken", "state.nope", "", "")
+            .replace("version: v1", "version: v1\n  ignoreErrors: true"),
+    )?;
+    ns.apply(
+        "apiVersion: dapr.io/v1alpha1\nkind: Configuration\nmetadata: {name: appconfig}\nspec:\n  features: [{name: HotReload, enabled: true}]\n",
+    )?;
+
+    let op_port = free_port();
+    let (mut operator, op_healthz) = start_operator(&cluster, ns.name(), op_port, &dir, 1);
+    wait_http("operator ready", op_healthz, "/healthz", 200, &operator).await?;
+
+    let http_port = free_port();
+    let daprd_args: Vec<String> = [
+        "--mode",
+        "kubernetes",
+        "--app-id",
+        APP_ID,
+        "--control-plane-address",
+        &format!("127.0.0.1:{op_port}"),
+        "--config",
+        "appconfig",
+        "--dapr-http-port",
+        &http_port.to_string(),
+        "--dapr-grpc-port",
+        &free_port().to_string(),
+        "--dapr-listen-addresses",
+        "127.0.0.1",
+        "--dapr-internal-grpc-listen-address",
+        "127.0.0.1",
+        "--metrics-port",
+        &free_port().to_string(),
+        "--data-dir",
+        &dir.join("data").to_string_lossy(),
+    ]
+    .iter()
+    .map(|s| s.to_string())
+    .collect();
+    let mut daprd = Proc::spawn(
+        "daprd",
+        &daprd_args,
+        &[("NAMESPACE", ns.name())],
+        dir.join("daprd.log"),
+    );
+    let started = std::time::Instant::now();
+    wait_http("daprd healthz", http_port, "/v1.0/healthz", 204, &daprd).await?;
+    println!("daprd ready after {:?}", started.elapsed());
+
+    // Loaded from the operator; scopes and broken components handled.
+    assert_eq!(
+        save_get(http_port, "statestore", "k", "v1").await?,
+        "\"v1\""
+    );
+    assert_eq!(
+        component_type(http_port, "statestore").await?.as_deref(),
+        Some("state.in-memory")
+    );
+    assert_eq!(component_type(http_port, "private").await?, None);
+    assert_eq!(component_type(http_port, "broken").await?, None);
+    let (s, b) = http("GET", http_port, "/v1.0/state/private/k", "").await?;
+    assert_eq!(s, 400, "{b}");
+    assert!(b.contains("ERR_STATE_STORE_NOT_FOUND"), "{b}");
+    let logs = daprd.logs();
+    assert!(
+        logs.contains("broken") && logs.contains("state.nope"),
+        "daprd should name the broken component and its type:\n{logs}"
+    );
+
+    // kubectl apply of a changed Component: another store type, live.
+    let t = std::time::Instant::now();
+    ns.apply(&component(
+        "statestore",
+        "state.sqlite",
+        &format!(
+            "{{name: connectionString, value: \"{}\"}}, {{name: keyPrefix, value: none}}",
+            sqlite.display()
+        ),
+        "",
+    ))?;
+    wait_type(http_port, "statestore", Some("state.sqlite"), &daprd).await?;
+    println!("Component change applied after {:?}", t.elapsed());
+    assert_eq!(
+        save_get(http_port, "statestore", "k2", "v2").await?,
+        "\"v2\""
+    );
+    assert!(
+        sqlite.exists(),
+        "the sqlite store wrote {}",
+        sqlite.display()
+    );
+    // The in-memory instance was replaced: its data is gone with it.
+    let (s, b) = http("GET", http_port, "/v1.0/state/statestore/k", "").await?;
+    assert_eq!(s, 204, "{b}");
+
+    // Scoping the component away removes it; scoping it back restores it.
+    ns.apply(&component(
+        "private",
+        "state.in-memory",
+        "",
+        &format!("scopes: [other-app, {APP_ID}]\n"),
+    ))?;
+    wait_type(http_port, "private", Some("state.in-memory"), &daprd).await?;
+
+    // kubectl delete: the store is gone.
+    ns.kubectl(&["delete", "component", "statestore"])?;
+    eventually(
+        "statestore deleted",
+        Duration::from_secs(30),
+        Duration::from_millis(100),
+        || async {
+            let (s, b) = http("GET", http_port, "/v1.0/state/statestore/k2", "").await?;
+            Ok::<_, String>((s == 400 && b.contains("ERR_STATE_STORE_NOT_FOUND")).then_some(()))
+        },
+    )
+    .await?;
+
+    // Operator restart: a change made while it is down still arrives.
+    operator.stop();
+    ns.apply(&component("later", "state.in-memory", "", ""))?;
+    ns.kubectl(&["delete", "component", "private"])?;
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let (operator2, op_healthz) = start_operator(&cluster, ns.name(), op_port, &dir, 2);
+    wait_http(
+        "operator ready again",
+        op_healthz,
+        "/healthz",
+        200,
+        &operator2,
+    )
+    .await?;
+    let t = std::time::Instant::now();
+    wait_type(http_port, "later", Some("state.in-memory"), &daprd).await?;
+    wait_type(http_port, "private", None, &daprd).await?;
+    println!("caught up after the operator restart in {:?}", t.elapsed());
+    assert_eq!(save_get(http_port, "later", "k", "v3").await?, "\"v3\"");
+    // ... and the reopened stream carries later changes.
+    ns.apply(&component(
+        "later",
+        "state.sqlite",
+        &format!(
+            "{{name: connectionString, value: \"{}\"}}",
+            dir.join("later.db").display()
+        ),
+        "",
+    ))?;
+    wait_type(http_port, "later", Some("state.sqlite"), &daprd).await?;
+    assert!(
+        daprd.logs().contains("reconnected to the operator"),
+        "{}",
+        daprd.logs()
+    );
+
+    // A failing component without ignoreErrors: daprd exits, as Dapr does,
+    // naming the component and the cause.
+    ns.apply(&component("fatal", "state.nope", "", ""))?;
+    let exited = eventually(
+        "daprd exits",
+        Duration::from_secs(20),
+        Duration::from_millis(100),
+        || {
+            let st = daprd.child.try_wait();
+            async move { st.map_err(|e| e.to_string()) }
+        },
+    )
+    .await;
+    let logs = daprd.logs();
+    assert!(exited.is_ok(), "daprd kept running:\n{logs}");
+    assert!(
+        logs.contains("component 'fatal' (state.nope)") && logs.contains("daprd will exit"),
+        "{logs}"
+    );
+    daprd.stop();
+    drop(operator2);
+    Ok(())
+}
+
+#[tokio::test]
+async fn unreachable_operator_fails_start_naming_the_address() -> TestResult {
+    let dir = tempfile_dir("k8sdown");
+    let port = free_port();
+    let args: Vec<String> = [
+        "--mode",
+        "kubernetes",
+        "--app-id",
+        APP_ID,
+        "--control-plane-address",
+        &format!("127.0.0.1:{port}"),
+        "--dapr-http-port",
+        &free_port().to_string(),
+        "--dapr-grpc-port",
+        &free_port().to_string(),
+        "--dapr-listen-addresses",
+        "127.0.0.1",
+        "--data-dir",
+        &dir.to_string_lossy(),
+    ]
+    .iter()
+    .map(|s| s.to_string())
+    .collect();
+    let mut daprd = Proc::spawn(
+        "daprd",
+        &args,
+        &[
+            ("NAMESPACE", "default"),
+            ("DAPR_RS_OPERATOR_WAIT_SECONDS", "2"),
+        ],
+        dir.join("daprd.log"),
+    );
+    let t = std::time::Instant::now();
+    let status = eventually(
+        "daprd exits",
+        Duration::from_secs(20),
+        Duration::from_millis(100),
+        || {
+            let st = daprd.child.try_wait();
+            async move { st.map_err(|e| e.to_string()) }
+        },
+    )
+    .await?;
+    assert!(!status.success());
+    assert!(t.elapsed() < Duration::from_secs(10), "{:?}", t.elapsed());
+    let logs = daprd.logs();
+    assert!(
+        logs.contains(&format!("127.0.0.1:{port}")) && logs.contains("unreachable"),
+        "{logs}"
+    );
+    daprd.stop();
+    Ok(())
+}
+
+fn tempfile_dir(prefix: &str) -> PathBuf {
+    let dir = std::env::temp_dir().join(dapr_e2e::unique_name(prefix));
+    std::fs::create_dir_all(&dir).expect("temp dir");
+    dir
+}

@@ -1,0 +1,178 @@
+//! daprd in Kubernetes mode (`--mode kubernetes`): the Configuration,
+//! Components, Resiliency, Subscriptions and HTTPEndpoints come from
+//! `dapr-operator` (`--control-plane-address`) instead of files, and the
+//! operator's update streams are applied live.
+//!
+//! * [`client`]: the Operator API client (mTLS with the operator's SPIFFE
+//!   id, bounded retries, typed payloads).
+//! * [`watch`]: the update streams, with reconnection and re-listing.
+
+pub mod client;
+pub mod watch;
+
+use std::{sync::Arc, time::Duration};
+
+use dapr_crds::Configuration;
+use tokio_util::sync::CancellationToken;
+
+pub use client::{OperatorClient, OperatorError};
+pub use watch::{HttpEndpointStore, watch_components, watch_http_endpoints};
+
+use crate::{
+    components::ComponentLoader,
+    mtls::{SidecarMtls, spiffe_namespace},
+    options::Options,
+    resources::Resources,
+};
+
+/// The Configuration feature that turns live updates on or off.
+pub const HOT_RELOAD: &str = "HotReload";
+
+/// Whether operator updates are applied live. Dapr enables `HotReload` by
+/// default; a Configuration can still switch it off with `enabled: false`.
+pub fn hot_reload_enabled(config: Option<&Configuration>) -> bool {
+    !config.is_some_and(|c| {
+        c.spec
+            .features
+            .iter()
+            .any(|f| f.name == HOT_RELOAD && !f.enabled)
+    })
+}
+
+/// Trust domain of application identities when the Configuration does not
+/// set `accessControl.trustDomain` (Dapr's default).
+const DEFAULT_APP_TRUST_DOMAIN: &str = "public";
+
+/// The operator connection of a sidecar in Kubernetes mode.
+pub struct Operator {
+    pub client: OperatorClient,
+    /// The SVID used toward the operator and the trust domain it was issued
+    /// for, reused for sidecar mTLS when the Configuration agrees.
+    mtls: Option<(String, Arc<SidecarMtls>)>,
+    /// HTTPEndpoints visible to this app, kept current by the update stream.
+    pub http_endpoints: HttpEndpointStore,
+}
+
+impl Operator {
+    /// Obtains the sidecar's certificate first when `--enable-mtls` (the
+    /// operator only talks mTLS then), and prepares the client. The
+    /// Configuration is not known yet, so the certificate is for Dapr's
+    /// default application trust domain.
+    pub async fn start(opts: &Options, namespace: &str) -> anyhow::Result<Self> {
+        if !opts.resources_paths.is_empty() {
+            tracing::warn!(
+                "--resources-path is ignored in kubernetes mode: resources come from the operator"
+            );
+        }
+        let namespace = spiffe_namespace(namespace);
+        let mtls = if opts.enable_mtls {
+            let m =
+                SidecarMtls::start(opts, &opts.app_id, namespace, DEFAULT_APP_TRUST_DOMAIN).await?;
+            Some((DEFAULT_APP_TRUST_DOMAIN.to_owned(), m))
+        } else {
+            None
+        };
+        let client = connect(opts, namespace, mtls.as_ref().map(|(_, m)| m.as_ref()))?;
+        Ok(Self {
+            client,
+            mtls,
+            http_endpoints: HttpEndpointStore::default(),
+        })
+    }
+
+    /// The operator's SVID, if it was issued for `trust_domain`.
+    pub fn mtls_for(&self, trust_domain: &str) -> Option<Arc<SidecarMtls>> {
+        self.mtls
+            .as_ref()
+            .filter(|(td, _)| td == trust_domain)
+            .map(|(_, m)| m.clone())
+    }
+
+    /// Lists every kind daprd reads (the Configuration aside) and remembers
+    /// the HTTPEndpoints in scope for `app_id`.
+    pub async fn load_resources(&self, app_id: &str) -> Result<Resources, OperatorError> {
+        let resources = self.client.load_resources().await?;
+        let mut store = self
+            .http_endpoints
+            .write()
+            .unwrap_or_else(|e| e.into_inner());
+        *store = resources
+            .http_endpoints
+            .iter()
+            .filter(|e| e.resource.in_scope(app_id))
+            .map(|e| (e.resource.name().to_owned(), e.resource.clone()))
+            .collect();
+        drop(store);
+        tracing::info!(
+            components = resources.components.len(),
+            http_endpoints = resources.http_endpoints.len(),
+            others = resources.others.len(),
+            "resources loaded from the operator"
+        );
+        Ok(resources)
+    }
+
+    /// Starts applying the update streams, unless the Configuration turned
+    /// `HotReload` off.
+    pub fn spawn_watches(
+        &self,
+        loader: Arc<ComponentLoader>,
+        app_id: &str,
+        config: Option<&Configuration>,
+        shutdown: CancellationToken,
+    ) {
+        if !hot_reload_enabled(config) {
+            tracing::info!(
+                "HotReload disabled by the Configuration: operator updates apply at the next start"
+            );
+            return;
+        }
+        tokio::spawn(watch_components(
+            self.client.clone(),
+            loader,
+            shutdown.clone(),
+        ));
+        tokio::spawn(watch_http_endpoints(
+            self.client.clone(),
+            self.http_endpoints.clone(),
+            app_id.to_owned(),
+            shutdown,
+        ));
+    }
+}
+
+/// The operator client for this sidecar: mTLS with its SVID when
+/// `--enable-mtls`, plaintext otherwise.
+pub fn connect(
+    opts: &Options,
+    namespace: &str,
+    mtls: Option<&SidecarMtls>,
+) -> Result<OperatorClient, OperatorError> {
+    let address = opts
+        .control_plane_address
+        .as_deref()
+        .ok_or(OperatorError::NoAddress)?;
+    let mtls = mtls.map(|m| {
+        (
+            m,
+            opts.control_plane_trust_domain.as_str(),
+            opts.control_plane_namespace.as_str(),
+        )
+    });
+    let client = OperatorClient::new(
+        address,
+        namespace,
+        mtls,
+        Duration::from_secs(opts.operator_wait_seconds.max(1)),
+    )?;
+    tracing::info!(
+        operator = %client.address(),
+        namespace,
+        mtls = mtls.is_some(),
+        "loading resources from the operator"
+    );
+    Ok(client)
+}
+
+#[cfg(test)]
+mod tests;
