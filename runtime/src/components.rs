@@ -11,6 +11,7 @@ use std::{
 use dapr_components::{
     ComponentMetadata,
     duration::parse_go_duration,
+    pubsub::{self as pubsub_components, PubSub},
     secretstores::{self, SecretStore},
     state::{self, StateStore},
 };
@@ -68,12 +69,23 @@ struct SecretStoreEntry {
     info: ComponentInfo,
 }
 
+/// A loaded pub/sub component and this app's topic scopes in it.
+#[derive(Clone)]
+pub struct PubSubEntry {
+    pub pubsub: Arc<dyn PubSub>,
+    pub scopes: Arc<crate::pubsub::scopes::TopicScopes>,
+    pub info: ComponentInfo,
+}
+
 /// Loaded components, readable from any request handler.
 #[derive(Default)]
 pub struct Registry {
     state: RwLock<HashMap<String, StateStoreEntry>>,
     secrets: RwLock<HashMap<String, SecretStoreEntry>>,
     middleware: RwLock<HashMap<String, ComponentInfo>>,
+    pubsubs: RwLock<HashMap<String, PubSubEntry>>,
+    /// Resiliency policies for pub/sub publishing and delivery.
+    pubsub_resiliency: RwLock<Option<Arc<dapr_policy::resiliency::ResiliencyRegistry>>>,
     /// Definition each loaded component was built from, to detect changes.
     definitions: RwLock<HashMap<String, Component>>,
 }
@@ -102,6 +114,35 @@ impl Registry {
         read(&self.secrets).get(name).map(|e| e.store.clone())
     }
 
+    pub fn pubsub(&self, name: &str) -> Option<PubSubEntry> {
+        read(&self.pubsubs).get(name).cloned()
+    }
+
+    pub fn has_pubsubs(&self) -> bool {
+        !read(&self.pubsubs).is_empty()
+    }
+
+    pub fn set_pubsub_resiliency(&self, r: Arc<dapr_policy::resiliency::ResiliencyRegistry>) {
+        *write(&self.pubsub_resiliency) = Some(r);
+    }
+
+    /// The resiliency policy for pub/sub component `name` (none without a
+    /// Resiliency resource).
+    pub fn pubsub_policy(
+        &self,
+        name: &str,
+        direction: dapr_policy::resiliency::Direction,
+    ) -> dapr_policy::resiliency::Policy {
+        match read(&self.pubsub_resiliency).as_ref() {
+            Some(r) => r.policy_for_component_kind(
+                name,
+                dapr_policy::resiliency::ComponentKind::Pubsub,
+                direction,
+            ),
+            None => dapr_policy::resiliency::Policy::none(name),
+        }
+    }
+
     /// Every loaded component, sorted by name.
     pub fn infos(&self) -> Vec<ComponentInfo> {
         let mut out: Vec<ComponentInfo> = read(&self.state)
@@ -109,6 +150,7 @@ impl Registry {
             .map(|e| e.info.clone())
             .chain(read(&self.secrets).values().map(|e| e.info.clone()))
             .chain(read(&self.middleware).values().cloned())
+            .chain(read(&self.pubsubs).values().map(|e| e.info.clone()))
             .collect();
         out.sort_by(|a, b| a.name.cmp(&b.name));
         out
@@ -118,6 +160,7 @@ impl Registry {
         write(&self.state).remove(name);
         write(&self.secrets).remove(name);
         write(&self.middleware).remove(name);
+        write(&self.pubsubs).remove(name);
         write(&self.definitions).remove(name);
     }
 }
@@ -311,14 +354,29 @@ impl ComponentLoader {
                 .map_err(|e| e.to_string())?;
             write(&self.registry.state).remove(&name);
             write(&self.registry.secrets).insert(name, SecretStoreEntry { store, info });
+        } else if type_.starts_with("pubsub.") {
+            let pubsub = pubsub_components::create(type_, metadata)
+                .await
+                .map_err(|e| e.to_string())?;
+            info.capabilities = pubsub.features();
+            let entry = PubSubEntry {
+                pubsub,
+                scopes: Arc::new(crate::pubsub::scopes::TopicScopes::from_metadata(
+                    metadata,
+                    &self.app_id,
+                )),
+                info,
+            };
+            write(&self.registry.pubsubs).insert(name, entry);
         } else if type_.starts_with("middleware.http.") {
             // Built by the HTTP pipeline from the Configuration; listed here
             // so the metadata API shows it.
             write(&self.registry.middleware).insert(name, info);
         } else {
             return Err(format!(
-                "unsupported component type '{type_}' (this build supports {} and secretstores.local.file, secretstores.local.env)",
-                state::SUPPORTED_TYPES.join(", ")
+                "unsupported component type '{type_}' (this build supports {}, {} and secretstores.local.file, secretstores.local.env)",
+                state::SUPPORTED_TYPES.join(", "),
+                pubsub_components::SUPPORTED_TYPES.join(", ")
             ));
         }
         Ok(())

@@ -11,6 +11,7 @@ pub mod kubernetes;
 pub mod middleware;
 pub mod mtls;
 pub mod options;
+pub mod pubsub;
 pub mod resources;
 pub mod run;
 pub mod sidecar;

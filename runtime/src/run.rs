@@ -88,10 +88,31 @@ fn embedded_default_components(opts: &Options) -> anyhow::Result<Vec<Sourced<Com
         auth: Default::default(),
         scopes: Vec::new(),
     };
-    Ok(vec![Sourced {
-        file: PathBuf::from("<embedded default>"),
-        resource: statestore,
-    }])
+    // Dapr's default pub/sub is named `pubsub`; here it lives in-process.
+    let pubsub = Component {
+        metadata: ObjectMeta {
+            name: "pubsub".into(),
+            ..ObjectMeta::default()
+        },
+        spec: ComponentSpec {
+            type_: "pubsub.in-memory".into(),
+            version: "v1".into(),
+            ignore_errors: false,
+            init_timeout: None,
+            metadata: Vec::new(),
+        },
+        ..statestore.clone()
+    };
+    Ok(vec![
+        Sourced {
+            file: PathBuf::from("<embedded default>"),
+            resource: statestore,
+        },
+        Sourced {
+            file: PathBuf::from("<embedded default>"),
+            resource: pubsub,
+        },
+    ])
 }
 
 pub async fn run(opts: Options) -> anyhow::Result<()> {
@@ -198,7 +219,18 @@ pub async fn run(opts: Options) -> anyhow::Result<()> {
     } else {
         resources.components.clone()
     };
+    sidecar.registry.set_pubsub_resiliency(Arc::new(
+        ResiliencyRegistry::from_resources(&opts.app_id, &resiliency_docs).0,
+    ));
     loader.load_all(&components).await?;
+    let declarative_subscriptions =
+        crate::pubsub::subscriptions::declarative(&resources.others, &opts.app_id)?;
+    let subscriptions = Arc::new(crate::pubsub::manager::SubscriptionManager::default());
+    // HTTPEndpoints after components: their secretKeyRefs read secret stores.
+    let endpoints =
+        invoke::external::build_all(&resources.http_endpoints, &sidecar.registry, &opts.app_id)
+            .await?;
+    invoker.endpoints.replace(endpoints);
 
     let empty_spec = dapr_crds::ConfigurationSpec::default();
     let http_pipeline = middleware::build_pipeline(
@@ -211,6 +243,21 @@ pub async fn run(opts: Options) -> anyhow::Result<()> {
     )
     .context("Configuration httpPipeline")?;
     http_pipeline.prefetch().await.context("httpPipeline")?;
+    let http_pipeline = middleware::SharedPipeline::new(http_pipeline);
+    // appHttpPipeline: middleware on the calls daprd makes to its app.
+    let app_pipeline = middleware::build_pipeline(
+        configuration
+            .as_ref()
+            .map(|c| &c.spec)
+            .unwrap_or(&empty_spec),
+        middleware::PipelineKind::AppHttp,
+        components.iter().map(|c| &c.resource),
+    )
+    .context("Configuration appHttpPipeline")?;
+    app_pipeline.prefetch().await.context("appHttpPipeline")?;
+    if let Some(app) = &invoker.app {
+        app.pipeline.set(app_pipeline);
+    }
 
     let mut servers = JoinSet::new();
     let listen = opts.listen_addresses().map_err(anyhow::Error::msg)?;
@@ -327,8 +374,17 @@ pub async fn run(opts: Options) -> anyhow::Result<()> {
         );
     } else if hot_reload && !opts.resources_paths.is_empty() {
         tokio::spawn(hotreload::watch(
-            opts.resources_paths.clone(),
-            loader.clone(),
+            hotreload::Reloader {
+                paths: opts.resources_paths.clone(),
+                loader: loader.clone(),
+                invoker: invoker.clone(),
+                app_id: opts.app_id.clone(),
+                config: configuration
+                    .as_ref()
+                    .map(|c| c.spec.clone())
+                    .unwrap_or_default(),
+                http_pipeline: http_pipeline.clone(),
+            },
             sidecar.shutdown.clone(),
         ));
     }
@@ -355,6 +411,15 @@ pub async fn run(opts: Options) -> anyhow::Result<()> {
                 .await
         });
     }
+    // Deliveries start once the app listens (and only while it is healthy),
+    // before readiness: an event published once daprd reports ready is
+    // not missed by a subscription still starting.
+    if let Some(app) = &invoker.app {
+        tokio::select! {
+            _ = subscriptions.start(&sidecar.registry, app, &opts.app_id, declarative_subscriptions) => {}
+            _ = sidecar.shutdown.cancelled() => {}
+        }
+    }
     sidecar.set_ready();
     tracing::info!(
         app_id = %opts.app_id,
@@ -378,6 +443,7 @@ pub async fn run(opts: Options) -> anyhow::Result<()> {
         }
     }
     sidecar.shutdown.cancel();
+    subscriptions.stop_all(opts.graceful_shutdown()).await;
     if let Err(e) = resolver.unregister().await {
         tracing::warn!("name resolution: {e}");
     }
