@@ -186,3 +186,81 @@ async fn pods_run_talk_through_services_and_dns_and_cannot_leave_the_machine()
     );
     Ok(())
 }
+
+/// StatefulSet peers find each other as `<pod>.<headless-svc>.<ns>.svc.cluster.local` (what the
+/// placement service's Raft members use), and pods have `<a-b-c-d>.<ns>.pod.cluster.local` names.
+#[tokio::test]
+async fn statefulset_pods_have_stable_dns_names() -> Result<(), E2eError> {
+    let Some(cluster) = Cluster::tier2().await else {
+        return Ok(());
+    };
+    let bins = Path::new(env!("CARGO_BIN_EXE_e2e-app"))
+        .parent()
+        .expect("bin dir")
+        .to_path_buf();
+    cluster.import_images_only(&bins, &["e2e-app"])?;
+    let ns = cluster.namespace("tier2-sts")?;
+    ns.apply(&format!(
+        r#"apiVersion: v1
+kind: Service
+metadata: {{name: peers}}
+spec: {{clusterIP: None, publishNotReadyAddresses: true, selector: {{app: peer}}, ports: [{{port: 8080}}]}}
+---
+apiVersion: apps/v1
+kind: StatefulSet
+metadata: {{name: peer}}
+spec:
+  serviceName: peers
+  replicas: 2
+  podManagementPolicy: Parallel
+  selector: {{matchLabels: {{app: peer}}}}
+  template:
+    metadata: {{labels: {{app: peer}}}}
+    spec:
+      terminationGracePeriodSeconds: 5
+      containers:
+      - name: app
+        image: {image}
+        imagePullPolicy: Never
+        readinessProbe: {{httpGet: {{path: /healthz, port: 8080}}, periodSeconds: 1}}
+"#,
+        image = image("e2e-app")
+    ))?;
+    let pods = ns
+        .wait_pods_ready("app=peer", 2, Duration::from_secs(120))
+        .await?;
+    let ip_of = |name: &str| {
+        pods.iter()
+            .find(|(n, _)| n == name)
+            .map(|(_, ip)| ip.clone())
+            .expect("pod peer-0/peer-1")
+    };
+    let (ip0, ip1) = (ip_of("peer-0"), ip_of("peer-1"));
+
+    let peer1 = format!("peer-1.peers.{}.svc.cluster.local", ns.name());
+    let got = eventually(
+        "peer-1's stable name",
+        Duration::from_secs(15),
+        Duration::from_millis(500),
+        || async { in_pod(&ns, "peer-0", &["resolve", &peer1]).map(Some) },
+    )
+    .await?;
+    assert_eq!(got, ip1);
+    let out = in_pod(
+        &ns,
+        "peer-0",
+        &["get", &format!("http://{peer1}:8080/whoami"), "2000"],
+    )?;
+    assert_eq!(out, "peer-1");
+
+    let pod_name = format!("{}.{}.pod.cluster.local", ip0.replace('.', "-"), ns.name());
+    let got = eventually(
+        "a pod A record",
+        Duration::from_secs(15),
+        Duration::from_millis(500),
+        || async { in_pod(&ns, "peer-1", &["resolve", &pod_name]).map(Some) },
+    )
+    .await?;
+    assert_eq!(got, ip0);
+    Ok(())
+}
