@@ -25,18 +25,26 @@ use crate::kinds::KindSpec;
 /// (the sidecar then reconnects and lists again).
 const EVENT_BUFFER: usize = 1024;
 
+/// Objects per list page: small pages keep the transient memory of a
+/// (re-)list low; the cost is a few more round trips at start.
+const LIST_PAGE_SIZE: u32 = 100;
+
 /// One cached object, ready to serve.
 #[derive(Debug)]
 pub struct Entry {
     pub namespace: String,
     pub name: String,
     pub scopes: Vec<String>,
-    /// The object as served (before secret resolution).
-    pub json: Value,
+    /// The object as served (before secret resolution), as compact JSON:
+    /// a fraction of the memory of a `serde_json::Value` tree, and sent
+    /// as-is when nothing needs resolving.
+    pub json: Box<[u8]>,
+    /// Whether the object holds a `secretKeyRef` anywhere.
+    pub has_secret_refs: bool,
 }
 
 impl Entry {
-    fn new(json: Value) -> Self {
+    pub fn new(json: Value) -> Self {
         let s = |p: &str| {
             json.pointer(p)
                 .and_then(Value::as_str)
@@ -52,17 +60,32 @@ impl Entry {
                     .collect()
             })
             .unwrap_or_default();
+        let bytes = serde_json::to_vec(&json).unwrap_or_default();
         Self {
             namespace: s("/metadata/namespace"),
             name: s("/metadata/name"),
             scopes,
-            json,
+            has_secret_refs: has_secret_refs(&json),
+            json: bytes.into_boxed_slice(),
         }
+    }
+
+    /// The object as a JSON tree.
+    pub fn value(&self) -> Result<Value, serde_json::Error> {
+        serde_json::from_slice(&self.json)
     }
 
     /// Whether `app_id` may see this object (no scopes = everyone).
     pub fn in_scope(&self, app_id: &str) -> bool {
         self.scopes.is_empty() || self.scopes.iter().any(|s| s == app_id)
+    }
+}
+
+fn has_secret_refs(v: &Value) -> bool {
+    match v {
+        Value::Object(m) => m.contains_key("secretKeyRef") || m.values().any(has_secret_refs),
+        Value::Array(a) => a.iter().any(has_secret_refs),
+        _ => false,
     }
 }
 
@@ -159,7 +182,7 @@ impl Cache {
         } else {
             Api::namespaced_with(client, &namespace, &ar)
         };
-        let mut stream = watcher(api, watcher::Config::default())
+        let mut stream = watcher(api, watcher::Config::default().page_size(LIST_PAGE_SIZE))
             .default_backoff()
             .boxed();
         let mut relist: Option<HashSet<Key>> = None;
@@ -305,6 +328,21 @@ mod tests {
             .collect();
         use ChangeKind::*;
         assert_eq!(kinds, [Created, Created, Created, Updated]);
+    }
+
+    #[test]
+    fn entries_know_their_scopes_and_secret_refs() {
+        let e = Entry::new(
+            json!({"metadata": {"namespace": "a", "name": "x"}, "scopes": ["app"],
+            "spec": {"metadata": [{"name": "p", "secretKeyRef": {"name": "s", "key": "k"}}]}}),
+        );
+        assert!(e.has_secret_refs && e.in_scope("app") && !e.in_scope("other"));
+        assert_eq!((e.namespace.as_str(), e.name.as_str()), ("a", "x"));
+        assert_eq!(e.value().unwrap()["spec"]["metadata"][0]["name"], "p");
+        let plain = Entry::new(
+            json!({"metadata": {"name": "y"}, "spec": {"metadata": [{"name": "p", "value": "v"}]}}),
+        );
+        assert!(!plain.has_secret_refs && plain.in_scope("anyone"));
     }
 
     #[test]

@@ -134,7 +134,10 @@ async fn render(
     resolve: Resolve,
     secrets: &impl SecretSource,
 ) -> Result<Vec<u8>, RenderError> {
-    let mut json = entry.json.clone();
+    if matches!(resolve, Resolve::None) || !entry.has_secret_refs {
+        return Ok(entry.json.to_vec());
+    }
+    let mut json = entry.value()?;
     match resolve {
         Resolve::None => {}
         Resolve::Component => {
@@ -228,13 +231,7 @@ fn update_stream<T: Send + 'static>(
             };
             let bytes = if ty == ResourceEventType::Deleted {
                 // A deletion needs no secrets: the sidecar only drops it.
-                match serde_json::to_vec(&entry.json) {
-                    Ok(b) => b,
-                    Err(e) => {
-                        tracing::warn!(kind, name = %entry.name, reason = %e, "not sending update");
-                        continue;
-                    }
-                }
+                entry.json.to_vec()
             } else {
                 match render(&entry, resolve, &secrets).await {
                     Ok(b) => b,
@@ -255,7 +252,7 @@ fn update_stream<T: Send + 'static>(
 
 fn found(entry: Option<Arc<Entry>>, kind: &str, ns: &str, name: &str) -> Result<Vec<u8>, Status> {
     let entry = entry.ok_or_else(|| Status::not_found(format!("{kind} {ns}/{name} not found")))?;
-    serde_json::to_vec(&entry.json).map_err(|e| Status::internal(e.to_string()))
+    Ok(entry.json.to_vec())
 }
 
 #[tonic::async_trait]
@@ -327,7 +324,8 @@ impl Operator for OperatorApi {
         let subscriptions = entries
             .iter()
             .filter_map(|e| {
-                serde_json::to_vec(&kinds::subscription_as_v1alpha1(e.json.clone())).ok()
+                let v = e.value().ok()?;
+                serde_json::to_vec(&kinds::subscription_as_v1alpha1(v)).ok()
             })
             .collect();
         Ok(Response::new(pb::ListSubscriptionsResponse {

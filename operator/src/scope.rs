@@ -43,12 +43,9 @@ mod tests {
     use serde_json::json;
 
     fn entry(ns: &str, scopes: &[&str]) -> Option<Arc<Entry>> {
-        Some(Arc::new(Entry {
-            namespace: ns.into(),
-            name: "c".into(),
-            scopes: scopes.iter().map(|s| s.to_string()).collect(),
-            json: json!({}),
-        }))
+        Some(Arc::new(Entry::new(
+            json!({"metadata": {"namespace": ns, "name": "c"}, "scopes": scopes}),
+        )))
     }
 
     fn change(kind: ChangeKind, old: Option<Arc<Entry>>, new: Option<Arc<Entry>>) -> Change {
