@@ -5,6 +5,11 @@ mod common;
 
 use common::*;
 use dapr::dapr::proto::{common::v1 as common_pb, runtime::v1 as pb};
+use dapr_rs_proto::generated::dapr::proto::placement::v1::{
+    self as placement,
+    placement_client::PlacementClient,
+    placement_server::{Placement, PlacementServer},
+};
 use dapr_rs_proto::server::app_callback_server::{AppCallback, AppCallbackServer};
 use tonic::{Request, Response, Status};
 
@@ -53,6 +58,56 @@ impl AppCallback for EchoApp {
     }
 }
 
+/// A streaming gRPC service daprd does not serve itself (so calls to it
+/// are proxied): each `Host` is answered at once with an order
+/// "echo <name> from <caller>"; a host named "burst" gets three orders.
+struct StreamEcho;
+
+#[tonic::async_trait]
+impl Placement for StreamEcho {
+    async fn report_dapr_status(
+        &self,
+        req: Request<tonic::Streaming<placement::Host>>,
+    ) -> Result<
+        Response<
+            std::pin::Pin<
+                Box<dyn futures::Stream<Item = Result<placement::PlacementOrder, Status>> + Send>,
+            >,
+        >,
+        Status,
+    > {
+        let caller = req
+            .metadata()
+            .get("dapr-caller-app-id")
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or("")
+            .to_owned();
+        let mut inbound = req.into_inner();
+        let (tx, rx) = tokio::sync::mpsc::channel(4);
+        tokio::spawn(async move {
+            while let Ok(Some(host)) = inbound.message().await {
+                let ops: Vec<String> = if host.name == "burst" {
+                    (0..3).map(|i| format!("burst {i}")).collect()
+                } else {
+                    vec![format!("echo {} from {caller}", host.name)]
+                };
+                for operation in ops {
+                    let order = placement::PlacementOrder {
+                        operation,
+                        ..Default::default()
+                    };
+                    if tx.send(Ok(order)).await.is_err() {
+                        return;
+                    }
+                }
+            }
+        });
+        Ok(Response::new(Box::pin(
+            tokio_stream::wrappers::ReceiverStream::new(rx),
+        )))
+    }
+}
+
 async fn setup() -> (Daprd, Daprd, tempfile::TempDir) {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let app_port = listener.local_addr().unwrap().port();
@@ -60,6 +115,7 @@ async fn setup() -> (Daprd, Daprd, tempfile::TempDir) {
         let incoming = tonic::transport::server::TcpIncoming::from(listener);
         let _ = tonic::transport::Server::builder()
             .add_service(AppCallbackServer::new(EchoApp))
+            .add_service(PlacementServer::new(StreamEcho))
             .serve_with_incoming(incoming)
             .await;
     });
@@ -169,4 +225,56 @@ async fn any_grpc_service_is_proxied_by_dapr_app_id() {
         .unwrap()
         .into_inner();
     assert_eq!(md.id, "grpc-caller");
+}
+
+/// The next reply, which must come within 5 s while the call is open.
+async fn next(replies: &mut tonic::Streaming<placement::PlacementOrder>) -> Option<String> {
+    tokio::time::timeout(std::time::Duration::from_secs(5), replies.message())
+        .await
+        .expect("reply within 5 s while the call is open")
+        .unwrap()
+        .map(|o| o.operation)
+}
+
+/// Bidirectional streaming through two sidecars by `dapr-app-id`: every
+/// message is answered while the call is open (nothing is buffered until the
+/// client finishes), a server-side burst arrives whole, and the stream ends
+/// cleanly when the client closes its side.
+#[tokio::test]
+async fn bidirectional_streams_are_proxied_message_by_message() {
+    let (caller, _callee, _dir) = setup().await;
+    let mut client = PlacementClient::connect(caller.grpc_endpoint())
+        .await
+        .unwrap();
+    let (tx, rx) = tokio::sync::mpsc::channel::<placement::Host>(4);
+    let mut req = Request::new(tokio_stream::wrappers::ReceiverStream::new(rx));
+    req.metadata_mut()
+        .insert("dapr-app-id", "grpc-callee".parse().unwrap());
+    let send = |name: &str| {
+        let tx = tx.clone();
+        let host = placement::Host {
+            name: name.to_owned(),
+            ..Default::default()
+        };
+        async move { tx.send(host).await.unwrap() }
+    };
+    send("h0").await;
+    let mut replies = client.report_dapr_status(req).await.unwrap().into_inner();
+    assert_eq!(
+        next(&mut replies).await.as_deref(),
+        Some("echo h0 from grpc-caller")
+    );
+    for i in 1..5 {
+        send(&format!("h{i}")).await;
+        assert_eq!(
+            next(&mut replies).await,
+            Some(format!("echo h{i} from grpc-caller"))
+        );
+    }
+    send("burst").await;
+    for i in 0..3 {
+        assert_eq!(next(&mut replies).await, Some(format!("burst {i}")));
+    }
+    drop(tx);
+    assert_eq!(next(&mut replies).await, None);
 }

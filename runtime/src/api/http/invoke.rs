@@ -44,6 +44,19 @@ pub async fn forward(sidecar: &AppState, app_id: &str, method: String, req: Requ
     };
     let (mut parts, body) = req.into_parts();
     parts.headers.remove("dapr-app-id");
+    // --max-body-size: a declared length over the limit is refused before
+    // anything is sent. (Chunked bodies stream through unbounded: a stream
+    // cut short mid-way could not be told apart from a complete one.)
+    let declared = parts
+        .headers
+        .get(http::header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
+    if let Some(n) = declared
+        && n > sidecar.max_body_size
+    {
+        return body_too_large(&target.app_id, n, sidecar.max_body_size);
+    }
     let invoke = InvokeRequest {
         method,
         verb: parts.method,
@@ -55,6 +68,20 @@ pub async fn forward(sidecar: &AppState, app_id: &str, method: String, req: Requ
         Ok(resp) => resp.into_response(),
         Err(e) => e.into_response(),
     }
+}
+
+/// 413 in Dapr's error shape, naming the target app and the limit.
+fn body_too_large(app_id: &str, size: u64, limit: u64) -> Response {
+    (
+        http::StatusCode::PAYLOAD_TOO_LARGE,
+        axum::Json(serde_json::json!({
+            "errorCode": "ERR_DIRECT_INVOKE",
+            "message": format!(
+                "failed to invoke, id: {app_id}, err: request body of {size} bytes is larger than the limit of {limit} bytes (--max-body-size)"
+            ),
+        })),
+    )
+        .into_response()
 }
 
 pub async fn no_app_id() -> Response {
