@@ -62,7 +62,11 @@ fn pod_report(ns: &TestNamespace) -> Result<(Vec<String>, Troubled), E2eError> {
             .filter_map(|s| {
                 let reason = s["reason"].as_str()?;
                 Some(format!(
-                    "{reason} {}",
+                    "{reason} {} {}",
+                    s["exitCode"]
+                        .as_i64()
+                        .map(|c| format!("exit={c}"))
+                        .unwrap_or_default(),
                     s["message"].as_str().unwrap_or_default()
                 ))
             })
@@ -161,12 +165,23 @@ async fn control_plane_did_its_work(cluster: &Cluster, ns: &TestNamespace) -> Re
     Ok(())
 }
 
-#[tokio::test]
-async fn helm_install_brings_the_control_plane_ready_and_uninstall_cleans_up()
--> Result<(), E2eError> {
-    let Some(cluster) = Cluster::tier2().await else {
-        return Ok(());
-    };
+/// One release at a time: the chart's cluster-scoped objects have fixed names.
+static ONE_RELEASE: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
+/// Installs the chart with `values` into a fresh namespace and waits; checks
+/// `pods` control-plane pods are Ready without restarts, that the components
+/// did their work, then `extra` (given the release manifest); uninstalls and
+/// checks nothing of the release is left. Returns the seconds to Ready.
+async fn install_check_uninstall<F, Fut>(
+    cluster: &Cluster,
+    values: &[&str],
+    pods: usize,
+    extra: F,
+) -> Result<f64, E2eError>
+where
+    F: FnOnce(String, TestNamespace) -> Fut,
+    Fut: std::future::Future<Output = (TestNamespace, Result<(), String>)>,
+{
     let bins = profile_dir();
     for b in BINARIES {
         assert!(
@@ -181,35 +196,34 @@ async fn helm_install_brings_the_control_plane_ready_and_uninstall_cleans_up()
     let release = "dapr-chart-test";
     let chart = chart_dir().to_string_lossy().into_owned();
     let reader_ns = format!("dapr_rbac.secretReader.namespace={}", ns.name());
+    let mut args = vec![
+        "install",
+        release,
+        &chart,
+        "--namespace",
+        ns.name(),
+        "--set",
+        "global.imagePullPolicy=Never",
+        "--set",
+        "dapr_sidecar_injector.sidecarImagePullPolicy=Never",
+        "--set",
+        &reader_ns,
+        "--wait",
+        "--timeout",
+        "240s",
+    ];
+    args.extend_from_slice(values);
     let started = Instant::now();
-    let installed = helm_k(
-        &cluster,
-        &[
-            "install",
-            release,
-            &chart,
-            "--namespace",
-            ns.name(),
-            "--set",
-            "global.imagePullPolicy=Never",
-            "--set",
-            "dapr_sidecar_injector.sidecarImagePullPolicy=Never",
-            "--set",
-            &reader_ns,
-            "--wait",
-            "--timeout",
-            "240s",
-        ],
-    );
+    let installed = helm_k(cluster, &args);
     let install_secs = started.elapsed().as_secs_f64();
-    let (report, not_ready) = pod_report(&ns)?;
+    let (report, troubled) = pod_report(&ns)?;
     eprintln!(
-        "helm install --wait: {} after {install_secs:.1} s\n{}",
+        "helm install {values:?} --wait: {} after {install_secs:.1} s\n{}",
         if installed.is_ok() { "ok" } else { "FAILED" },
         report.join("\n")
     );
-    for (pod, ready) in &not_ready {
-        if let Ok(logs) = ns.kubectl(&["logs", pod, "--previous", "--tail", "5"]) {
+    for (pod, ready) in &troubled {
+        if let Ok(logs) = ns.kubectl(&["logs", pod, "--previous", "--tail", "20"]) {
             eprintln!("--- last lines before the restart of {pod}:\n{logs}");
         }
         if !ready && let Ok(logs) = ns.kubectl(&["logs", pod, "--tail", "15"]) {
@@ -218,44 +232,47 @@ async fn helm_install_brings_the_control_plane_ready_and_uninstall_cleans_up()
     }
     // The trust anchors are mounted by key, so no component starts (and
     // crashes) before Sentry has published them: no restarts expected.
-    let restarted: Vec<String> = not_ready
+    let restarted: Vec<&String> = troubled
         .iter()
-        .filter(|(_, ready)| *ready)
-        .map(|(p, _)| p.clone())
-        .collect();
-    let not_ready: Vec<String> = not_ready
-        .into_iter()
-        .filter(|(_, ready)| !ready)
+        .filter(|(_, r)| *r)
         .map(|(p, _)| p)
         .collect();
-    let working = if not_ready.is_empty() {
-        control_plane_did_its_work(&cluster, &ns).await
-    } else {
-        Err("not every pod is Ready".to_string())
+    let not_ready: Vec<&String> = troubled
+        .iter()
+        .filter(|(_, r)| !*r)
+        .map(|(p, _)| p)
+        .collect();
+    let installed = installed.and_then(|_| {
+        if not_ready.is_empty() && restarted.is_empty() && report.len() == pods {
+            Ok(())
+        } else {
+            Err(format!(
+                "expected {pods} Ready control-plane pods without restarts, got {}; not ready: {not_ready:?}, restarted: {restarted:?}",
+                report.len()
+            ))
+        }
+    });
+    let working = match &installed {
+        Ok(()) => control_plane_did_its_work(cluster, &ns).await,
+        Err(_) => Err("not installed".to_string()),
     };
 
     // The objects of the release, for the leftover check after uninstall.
     let manifest = helm_k(
-        &cluster,
+        cluster,
         &["get", "manifest", release, "--namespace", ns.name()],
     )
     .unwrap_or_else(|e| panic!("{e}"));
     let objects = manifest_objects(&manifest);
     assert!(objects.len() > 20, "release manifest: {objects:?}");
-
-    let install_result = installed.map(|_| ()).and_then(|()| {
-        if not_ready.is_empty() && restarted.is_empty() && report.len() == 4 {
-            Ok(())
-        } else {
-            Err(format!(
-                "expected 4 Ready control-plane pods without restarts; not ready: {not_ready:?}, restarted: {restarted:?}"
-            ))
-        }
-    });
+    let (ns, extra) = match &working {
+        Ok(()) => extra(manifest, ns).await,
+        Err(_) => (ns, Ok(())),
+    };
 
     // Uninstall whatever happened above, then check nothing of it is left.
     helm_k(
-        &cluster,
+        cluster,
         &[
             "uninstall",
             release,
@@ -312,12 +329,93 @@ async fn helm_install_brings_the_control_plane_ready_and_uninstall_cleans_up()
         runtime.lines().collect::<Vec<_>>()
     );
 
-    if let Err(e) = install_result {
+    if let Err(e) = installed {
         panic!("helm install: {e}");
     }
     if let Err(e) = working {
         panic!("control plane installed but not working with the chart's RBAC: {e}");
     }
+    if let Err(e) = extra {
+        panic!("{e}");
+    }
     leftovers?;
+    Ok(install_secs)
+}
+
+#[tokio::test]
+async fn helm_install_brings_the_control_plane_ready_and_uninstall_cleans_up()
+-> Result<(), E2eError> {
+    let Some(cluster) = Cluster::tier2().await else {
+        return Ok(());
+    };
+    let _one = ONE_RELEASE.lock().await;
+    let secs = install_check_uninstall(&cluster, &[], 4, |_, ns| async { (ns, Ok(())) }).await?;
+    eprintln!("time from helm install to all control-plane pods Ready: {secs:.1} s");
+    Ok(())
+}
+
+/// HA on the live 1.20 API server: three replicas each, a three-node Raft
+/// cluster that elects one leader, and PodDisruptionBudgets rendered as
+/// policy/v1beta1 because the server does not serve policy/v1.
+#[tokio::test]
+async fn helm_install_in_ha_mode_forms_a_raft_cluster_with_v1beta1_pdbs() -> Result<(), E2eError> {
+    let Some(cluster) = Cluster::tier2().await else {
+        return Ok(());
+    };
+    let _one = ONE_RELEASE.lock().await;
+    let values = [
+        "--set",
+        "global.ha.enabled=true",
+        // No storage provisioner in the test cluster.
+        "--set",
+        "dapr_placement.cluster.forceInMemoryLog=true",
+    ];
+    let served_v1 = cluster
+        .kubectl(&["api-versions"])?
+        .lines()
+        .any(|l| l.trim() == "policy/v1");
+    let cluster_ref = &cluster;
+    let secs = install_check_uninstall(&cluster, &values, 12, |manifest, ns| async move {
+        let check = async {
+            let docs = parse_docs(&manifest);
+            let pdbs = of_kind(&docs, "PodDisruptionBudget");
+            let want = if served_v1 { "policy/v1" } else { "policy/v1beta1" };
+            if pdbs.len() != 4 || pdbs.iter().any(|p| p["apiVersion"] != want) {
+                return Err(format!(
+                    "expected 4 PodDisruptionBudgets as {want}: {:?}",
+                    pdbs.iter().map(|p| (name(p), p["apiVersion"].clone())).collect::<Vec<_>>()
+                ));
+            }
+            // Exactly one placement peer reports Raft leadership (metrics through
+            // the API server's pod proxy).
+            let leaders = eventually(
+                "one Raft leader among the placement peers",
+                Duration::from_secs(60),
+                Duration::from_secs(1),
+                || async {
+                    let mut leaders = 0;
+                    for i in 0..3 {
+                        let path = format!(
+                            "/api/v1/namespaces/{}/pods/dapr-placement-server-{i}:9090/proxy/metrics",
+                            ns.name()
+                        );
+                        let text = cluster_ref.kubectl(&["get", "--raw", &path])?;
+                        leaders += text
+                            .lines()
+                            .filter(|l| l.starts_with("dapr_placement_raft_leader_status"))
+                            .filter(|l| l.trim_end().ends_with(" 1"))
+                            .count();
+                    }
+                    Ok::<_, E2eError>((leaders == 1).then_some(leaders))
+                },
+            )
+            .await;
+            leaders.map(|_| ()).map_err(|e| e.to_string())
+        };
+        let r = check.await;
+        (ns, r)
+    })
+    .await?;
+    eprintln!("time from helm install (HA) to all 12 control-plane pods Ready: {secs:.1} s");
     Ok(())
 }
