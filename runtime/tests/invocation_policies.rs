@@ -232,6 +232,12 @@ async fn access_control_allows_and_denies_on_the_callee() {
     .await;
     assert_eq!(r.status, 403, "{}\n{}", r.text(), s._callee.logs());
     assert_eq!(r.error_code(), "ERR_DIRECT_INVOKE");
+    // The message names the app and the cause.
+    let msg = r.json()["message"].as_str().unwrap().to_owned();
+    assert!(
+        msg.contains("callee") && msg.contains("access control"),
+        "{msg}"
+    );
     let r = http(
         "POST",
         &s.caller.url("/v1.0/invoke/callee/method/secret"),
@@ -239,4 +245,53 @@ async fn access_control_allows_and_denies_on_the_callee() {
     )
     .await;
     assert_eq!(r.status, 403);
+}
+
+/// HotReload: rewriting the Resiliency file changes the retry behaviour of
+/// a running sidecar, no restart.
+#[tokio::test]
+async fn resiliency_changes_apply_without_restart() {
+    let (app, counters) = start_app().await;
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("config.yaml");
+    std::fs::write(
+        &config,
+        "apiVersion: dapr.io/v1alpha1\nkind: Configuration\nmetadata:\n  name: c\nspec:\n  features:\n  - name: HotReload\n    enabled: true\n",
+    )
+    .unwrap();
+    let res = dir.path().join("res");
+    std::fs::create_dir(&res).unwrap();
+    let policy = |retries: u32| {
+        format!(
+            "apiVersion: dapr.io/v1alpha1\nkind: Resiliency\nmetadata:\n  name: r\nspec:\n  policies:\n    retries:\n      some:\n        policy: constant\n        duration: 10ms\n        maxRetries: {retries}\n  targets:\n    apps:\n      reloaded:\n        retry: some\n"
+        )
+    };
+    write_resource(&res, "resiliency.yaml", &policy(1));
+    let d = DaprdBuilder::new("reloaded")
+        .resources(&res)
+        .arg("--config")
+        .arg(config.display().to_string())
+        .arg("--app-port")
+        .arg(app.port().to_string())
+        .start()
+        .await;
+    let fails = || counters.lock().unwrap().get("fail").copied().unwrap_or(0);
+    let url = d.url("/v1.0/invoke/reloaded/method/fail");
+    assert_eq!(http("GET", &url, "").await.status, 503);
+    assert_eq!(fails(), 2, "1 call + 1 retry");
+
+    write_resource(&res, "resiliency.yaml", &policy(4));
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let before = fails();
+        assert_eq!(http("GET", &url, "").await.status, 503);
+        let attempts = fails() - before;
+        if attempts == 5 {
+            break;
+        }
+        assert_eq!(attempts, 2, "neither the old nor the new policy");
+        assert!(Instant::now() < deadline, "the new policy never applied");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    assert!(d.logs().contains("resiliency policies reloaded"));
 }
