@@ -20,7 +20,7 @@ use crate::{
     options::{AppProtocol, Options},
 };
 
-type AppClient = Client<hyper_rustls::HttpsConnector<HttpConnector>, Body>;
+pub type AppClient = Client<hyper_rustls::HttpsConnector<HttpConnector>, Body>;
 
 #[derive(Debug, thiserror::Error)]
 pub enum AppChannelError {
@@ -102,7 +102,7 @@ impl AppChannel {
         connector.enforce_http(false);
         let mut builder = Client::builder(TokioExecutor::new());
         builder.pool_idle_timeout(Duration::from_secs(90));
-        if opts.app_protocol == AppProtocol::H2c {
+        if matches!(opts.app_protocol, AppProtocol::H2c | AppProtocol::Grpcs) {
             builder.http2_only(true);
         }
         let tls = match opts.app_protocol {
@@ -356,6 +356,12 @@ impl AppChannel {
                 Ok(out)
             }
         }
+    }
+
+    /// The HTTP client to the app (HTTP/2 over TLS for `grpcs`), for
+    /// relaying proxied gRPC calls.
+    pub fn http_client(&self) -> &AppClient {
+        &self.client
     }
 
     /// A channel to the app's gRPC server: h2c, or TLS for `grpcs`.

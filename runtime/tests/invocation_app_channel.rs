@@ -145,6 +145,29 @@ async fn grpcs_app_protocol_calls_on_invoke_over_tls() {
     let r = http("POST", &d.url("/v1.0/invoke/grpcsapp/method/hello"), "ping").await;
     assert_eq!(r.status, 200, "{}", r.text());
     assert_eq!(r.text(), "grpcs hello ping");
+
+    // gRPC proxying by dapr-app-id reaches the grpcs app over TLS too.
+    let mut client =
+        dapr::dapr::proto::runtime::v1::app_callback_client::AppCallbackClient::connect(
+            d.grpc_endpoint(),
+        )
+        .await
+        .unwrap();
+    let mut req = tonic::Request::new(common_pb::InvokeRequest {
+        method: "proxied".into(),
+        data: Some(prost_types::Any {
+            type_url: String::new(),
+            value: b"over tls".to_vec(),
+        }),
+        ..Default::default()
+    });
+    req.metadata_mut()
+        .insert("dapr-app-id", "grpcsapp".parse().unwrap());
+    let resp = client.on_invoke(req).await.unwrap().into_inner();
+    assert_eq!(
+        String::from_utf8_lossy(&resp.data.unwrap().value),
+        "grpcs proxied over tls"
+    );
 }
 
 #[tokio::test]

@@ -283,6 +283,10 @@ pub async fn internal_fallback(State(state): State<ProxyState>, req: Request) ->
 
 async fn forward_to_app(state: &ProxyState, req: Request) -> Response {
     match &state.invoker.app {
+        // grpcs apps: over the app channel's TLS client (HTTP/2 via ALPN).
+        Some(app) if app.protocol == crate::options::AppProtocol::Grpcs => {
+            send(app.http_client(), "https", &app.address, req).await
+        }
         Some(app) => state.relay.forward(&app.address, req).await,
         None => grpc_error(
             tonic::Code::Unavailable,

@@ -20,9 +20,7 @@ use tonic::{Request, Response, Status, Streaming};
 
 use crate::mtls::VerifiedCaller;
 
-use super::{
-    InvokeRequest, Invoker, headers_to_metadata, metadata_to_headers, verb_from_proto,
-};
+use super::{InvokeRequest, Invoker, headers_to_metadata, metadata_to_headers, verb_from_proto};
 
 pub struct InternalServer {
     invoker: Arc<Invoker>,
@@ -249,9 +247,8 @@ impl ServiceInvocation for InternalServer {
         let chunks = super::try_body_chunks(resp.into_body())
             .enumerate()
             .map(|(seq, data)| {
-                let data = data.map_err(|e| {
-                    Status::unavailable(format!("reading the app's response: {e}"))
-                })?;
+                let data = data
+                    .map_err(|e| Status::unavailable(format!("reading the app's response: {e}")))?;
                 Ok(internals::InternalInvokeResponseStream {
                     response: None,
                     payload: Some(common::StreamPayload {

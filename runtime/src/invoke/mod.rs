@@ -430,8 +430,7 @@ impl Invoker {
                 h.insert(http::header::CONTENT_TYPE, v);
             }
         }
-        let body =
-            remote_body::response_body(head.payload.map(|p| Bytes::from(p.data)), inbound);
+        let body = remote_body::response_body(head.payload.map(|p| Bytes::from(p.data)), inbound);
         builder
             .body(body)
             .map_err(|e| ApiError::Internal(e.to_string()))
