@@ -47,6 +47,33 @@ fn diag_app_id(pod: &Pod) -> String {
         .unwrap_or_default()
 }
 
+/// The parts of a request the decision uses.
+struct Meta<'a> {
+    kind: &'a str,
+    namespace: Option<&'a str>,
+    username: &'a str,
+    groups: &'a [String],
+}
+
+impl<'a, T: kube::Resource> From<&'a AdmissionRequest<T>> for Meta<'a> {
+    fn from(r: &'a AdmissionRequest<T>) -> Self {
+        Self {
+            kind: &r.kind.kind,
+            namespace: r.namespace.as_deref(),
+            username: r.user_info.username.as_deref().unwrap_or_default(),
+            groups: r.user_info.groups.as_deref().unwrap_or_default(),
+        }
+    }
+}
+
+fn api_version<T: kube::Resource>(r: &AdmissionRequest<T>) -> &str {
+    if r.types.api_version.is_empty() {
+        "admission.k8s.io/v1"
+    } else {
+        &r.types.api_version
+    }
+}
+
 impl Injector {
     /// Reviews a raw body; the bytes returned are the AdmissionReview answer.
     pub async fn review(&self, body: &[u8]) -> Result<Vec<u8>, BadReview> {
@@ -54,24 +81,52 @@ impl Injector {
         if body.is_empty() {
             return Err(BadReview::Empty);
         }
+        // Fast path, every real request: the object read straight into a Pod.
+        if let Ok(review) = serde_json::from_slice::<AdmissionReview<Pod>>(body)
+            && let Ok(req) = TryInto::<AdmissionRequest<Pod>>::try_into(review)
+            && req.kind.kind == "Pod"
+        {
+            let decision = self.decide(Meta::from(&req), Ok(req.object.as_ref())).await;
+            return Ok(serde_json::to_vec(&ReviewOut::new(
+                &req.uid,
+                api_version(&req),
+                decision,
+            )?)?);
+        }
+        // Anything else (other kinds, objects that are not valid Pods, bad
+        // JSON): read generically for a precise answer or error.
         let review: AdmissionReview<DynamicObject> = serde_json::from_slice(body)?;
         let req: AdmissionRequest<DynamicObject> =
             review.try_into().map_err(|_| BadReview::NoRequest)?;
-        let decision = self.decide(&req).await;
-        Ok(serde_json::to_vec(&ReviewOut::new(&req, decision)?)?)
+        let pod = match (&req.object, req.kind.kind.as_str()) {
+            (Some(obj), "Pod") => serde_json::to_value(obj)
+                .and_then(serde_json::from_value::<Pod>)
+                .map(Some)
+                .map_err(|e| e.to_string()),
+            _ => Ok(None),
+        };
+        let decision = self
+            .decide(
+                Meta::from(&req),
+                pod.as_ref().map(Option::as_ref).map_err(String::clone),
+            )
+            .await;
+        Ok(serde_json::to_vec(&ReviewOut::new(
+            &req.uid,
+            api_version(&req),
+            decision,
+        )?)?)
     }
 
-    async fn decide(&self, req: &AdmissionRequest<DynamicObject>) -> Decision {
+    async fn decide(&self, req: Meta<'_>, pod: Result<Option<&Pod>, String>) -> Decision {
         let allow = Decision::Allow;
-        if req.kind.kind != "Pod" {
-            tracing::error!(kind = %req.kind.kind, "invalid kind for review");
+        if req.kind != "Pod" {
+            tracing::error!(kind = %req.kind, "invalid kind for review");
             return allow;
         }
-        let Some(obj) = &req.object else {
-            return allow;
-        };
-        let pod: Pod = match serde_json::to_value(obj).and_then(serde_json::from_value) {
-            Ok(p) => p,
+        let pod = match pod {
+            Ok(Some(p)) => p,
+            Ok(None) => return allow,
             Err(e) => {
                 return Decision::Deny(format!("could not parse the pod in the request: {e}"));
             }
@@ -80,9 +135,8 @@ impl Injector {
         if !annotations::dapr_enabled(pod.metadata.annotations.as_ref().unwrap_or(&empty)) {
             return allow;
         }
-        let app_id = diag_app_id(&pod);
-        let user = req.user_info.username.as_deref().unwrap_or_default();
-        let groups = req.user_info.groups.as_deref().unwrap_or_default();
+        let app_id = diag_app_id(pod);
+        let (user, groups) = (req.username, req.groups);
         if !self.allowed.permits(user, groups) {
             tracing::error!(
                 user,
@@ -92,7 +146,7 @@ impl Injector {
             self.metrics.failed(&app_id, "pod_patch");
             return allow;
         }
-        let namespace = req.namespace.as_deref().unwrap_or("default");
+        let namespace = req.namespace.unwrap_or("default");
         let anchors = self.trust_anchors.load();
         let mtls_enabled = self.mtls.enabled().await;
         let request = patch::Request {
@@ -100,7 +154,7 @@ impl Injector {
             trust_anchors: anchors.as_str(),
             mtls_enabled,
         };
-        match patch::build(&pod, &self.settings, &request) {
+        match patch::build(pod, &self.settings, &request) {
             Ok(None) => allow,
             Ok(Some(p)) => {
                 tracing::info!(app_id, namespace, "sidecar injector succeeded injection");
@@ -156,12 +210,9 @@ struct StatusOut {
 }
 
 impl<'a> ReviewOut<'a> {
-    fn new(
-        req: &'a AdmissionRequest<DynamicObject>,
-        d: Decision,
-    ) -> Result<Self, serde_json::Error> {
+    fn new(uid: &'a str, api_version: &'a str, d: Decision) -> Result<Self, serde_json::Error> {
         let mut response = ResponseOut {
-            uid: &req.uid,
+            uid,
             allowed: true,
             status: None,
             patch: None,
@@ -184,11 +235,7 @@ impl<'a> ReviewOut<'a> {
             }
         }
         Ok(Self {
-            api_version: if req.types.api_version.is_empty() {
-                "admission.k8s.io/v1"
-            } else {
-                &req.types.api_version
-            },
+            api_version,
             kind: "AdmissionReview",
             response,
         })
