@@ -129,7 +129,7 @@ impl Cluster {
     }
 
     /// Builds and imports the images (`dapr-rs/<binary>:dev`) of every dapr-rs binary found in
-    /// `profile_dir` (e.g. `target/debug`), plus the pause image. Tier 2 only.
+    /// `profile_dir` (e.g. `target/debug`). Tier 2 only (which already has the pause image).
     /// Re-imports only binaries that changed since the last import into this cluster.
     pub fn import_images(&self, profile_dir: &Path) -> Result<(), E2eError> {
         self.import_images_only(profile_dir, &[])
