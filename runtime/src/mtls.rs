@@ -101,6 +101,7 @@ impl SidecarMtls {
             anchors,
             token,
             token_validator,
+            jwt_audiences: opts.sentry_request_jwt_audiences.clone(),
             sentry_wait: Duration::from_secs(opts.sentry_wait_seconds.max(1)),
             anchors_poll: DEFAULT_ANCHORS_POLL,
         };

@@ -122,6 +122,9 @@ pub struct Options {
     /// the DAPR_TRUST_ANCHORS environment variable).
     #[arg(long)]
     pub trust_anchors_file: Option<PathBuf>,
+    /// JWT audiences sent with the certificate signing request, comma-separated.
+    #[arg(long, value_delimiter = ',')]
+    pub sentry_request_jwt_audiences: Vec<String>,
     /// Seconds to keep retrying Sentry at start before failing (dapr-rs).
     #[arg(long, env = "DAPR_RS_SENTRY_WAIT_SECONDS", default_value_t = 30)]
     pub sentry_wait_seconds: u64,
@@ -259,6 +262,28 @@ mod tests {
         ]);
         assert_eq!(o.resources_paths.len(), 2);
         assert_eq!(o.listen_addresses().unwrap().len(), 2);
+    }
+
+    #[test]
+    fn mtls_flags() {
+        let o = Options::parse_from([
+            "daprd",
+            "--enable-mtls",
+            "--sentry-address",
+            "127.0.0.1:50001",
+            "--trust-anchors-file",
+            "/certs/ca.crt",
+            "--sentry-request-jwt-audiences",
+            "a,b",
+            "--control-plane-trust-domain",
+            "cluster.local",
+        ]);
+        assert!(o.enable_mtls);
+        assert_eq!(o.sentry_address.as_deref(), Some("127.0.0.1:50001"));
+        assert_eq!(o.trust_anchors_file, Some(PathBuf::from("/certs/ca.crt")));
+        assert_eq!(o.sentry_request_jwt_audiences, ["a", "b"]);
+        assert_eq!(o.control_plane_trust_domain, "cluster.local");
+        assert!(!Options::parse_from(["daprd"]).enable_mtls);
     }
 
     #[test]

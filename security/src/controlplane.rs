@@ -87,6 +87,7 @@ impl ControlPlaneConfig {
             anchors: AnchorsSource::File(self.trust_anchors_file),
             token,
             token_validator,
+            jwt_audiences: Vec::new(),
             sentry_wait: self.sentry_wait,
             anchors_poll: DEFAULT_ANCHORS_POLL,
         }

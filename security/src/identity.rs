@@ -61,6 +61,8 @@ pub struct IdentityConfig {
     pub anchors: AnchorsSource,
     pub token: TokenSource,
     pub token_validator: TokenValidator,
+    /// `jwt_audiences` of the SignCertificate request.
+    pub jwt_audiences: Vec<String>,
     /// How long to keep retrying Sentry at start before giving up.
     pub sentry_wait: Duration,
     pub anchors_poll: Duration,
@@ -131,6 +133,7 @@ impl Identity {
         client_cfg.trust_domain = cfg.trust_domain.clone();
         client_cfg.token = cfg.token.clone();
         client_cfg.token_validator = cfg.token_validator;
+        client_cfg.jwt_audiences = cfg.jwt_audiences.clone();
         let client = Arc::new(
             SentryClient::new(client_cfg, anchors.clone())
                 .map_err(|e| IdentityError::Config(e.to_string()))?,
