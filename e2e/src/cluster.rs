@@ -79,7 +79,10 @@ impl Cluster {
 
     async fn require(tier: Tier) -> Option<Cluster> {
         if std::env::var_os("DAPR_RS_E2E_SKIP").is_some_and(|v| !v.is_empty()) {
-            announce_skip(tier, "DAPR_RS_E2E_SKIP is set");
+            eprintln!(
+                "\n!!! SKIPPED: DAPR_RS_E2E_SKIP is set, so this {} Kubernetes test does not run.\n",
+                tier.arg()
+            );
             return None;
         }
         match Self::try_up(tier).await {
