@@ -33,7 +33,7 @@ fn resources(yaml: &str) -> (ConfigurationSpec, Vec<Component>) {
         match r {
             Resource::Configuration(c) => spec = c.spec,
             Resource::Component(c) => components.push(*c),
-            Resource::Other { .. } => {}
+            Resource::HttpEndpoint(_) | Resource::Other { .. } => {}
         }
     }
     (spec, components)
