@@ -681,3 +681,47 @@ mod grpc {
     broker_tests!(InMemory: streaming);
     broker_tests!(Redis: streaming);
 }
+
+/// A `Resiliency` policy on the component's inbound direction retries a
+/// failed delivery inside daprd, long before the broker would redeliver
+/// (here in 60 s).
+#[tokio::test]
+async fn inbound_resiliency_retries_delivery() {
+    let t = topic("resilient");
+    let dir = tempfile::tempdir().unwrap();
+    write_resource(
+        dir.path(),
+        "pubsub.yaml",
+        &component_yaml(
+            "pubsub",
+            "pubsub.in-memory",
+            &[("redeliverInterval", "60s")],
+        ),
+    );
+    write_resource(
+        dir.path(),
+        "resiliency.yaml",
+        "apiVersion: dapr.io/v1alpha1\nkind: Resiliency\nmetadata:\n  name: r\nspec:\n  policies:\n    retries:\n      quick:\n        policy: constant\n        duration: 100ms\n        maxRetries: 3\n  targets:\n    components:\n      pubsub:\n        inbound:\n          retry: quick\n",
+    );
+    let (port, mut rx) = start_app(json!([sub(&t, "/fail")])).await;
+    let daprd = DaprdBuilder::new("subscriber")
+        .resources(dir.path())
+        .arg("--app-port")
+        .arg(port.to_string())
+        .start()
+        .await;
+    let r = http(
+        "POST",
+        &daprd.url(&format!("/v1.0/publish/pubsub/{t}")),
+        "x",
+    )
+    .await;
+    assert_eq!(r.status, 204);
+    for attempt in 1..=2 {
+        let d = tokio::time::timeout(Duration::from_secs(5), rx.recv())
+            .await
+            .unwrap_or_else(|_| panic!("attempt {attempt} not delivered; logs:\n{}", daprd.logs()))
+            .unwrap();
+        assert_eq!(d.path, "/fail");
+    }
+}
