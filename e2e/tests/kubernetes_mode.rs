@@ -121,6 +121,40 @@ fn dechunk(mut s: &str) -> String {
     out
 }
 
+/// A loopback HTTP server answering every request with `body`.
+async fn answer_with(body: &'static str) -> u16 {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let port = listener.local_addr().expect("addr").port();
+    tokio::spawn(async move {
+        while let Ok((mut s, _)) = listener.accept().await {
+            tokio::spawn(async move {
+                let mut buf = Vec::new();
+                let mut chunk = [0u8; 4096];
+                while !buf.windows(4).any(|w| w == b"\r\n\r\n") {
+                    match s.read(&mut chunk).await {
+                        Ok(0) | Err(_) => return,
+                        Ok(n) => buf.extend_from_slice(&chunk[..n]),
+                    }
+                }
+                let resp = format!(
+                    "HTTP/1.1 200 OK\r\ncontent-type: text/plain\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
+                    body.len()
+                );
+                let _ = s.write_all(resp.as_bytes()).await;
+            });
+        }
+    });
+    port
+}
+
+fn http_endpoint(name: &str, port: u16) -> String {
+    format!(
+        "apiVersion: dapr.io/v1alpha1\nkind: HTTPEndpoint\nmetadata: {{name: {name}}}\nspec:\n  baseUrl: http://127.0.0.1:{port}\n"
+    )
+}
+
 fn component(name: &str, type_: &str, metadata: &str, extra: &str) -> String {
     format!(
         "apiVersion: dapr.io/v1alpha1\nkind: Component\nmetadata: {{name: {name}}}\nspec:\n  type: {type_}\n  version: v1\n  metadata: [{metadata}]\n{extra}"
@@ -323,6 +357,7 @@ async fn daprd_loads_from_the_operator_and_applies_changes_live() -> TestResult 
         &free_port().to_string(),
         "--data-dir",
         &dir.join("data").to_string_lossy(),
+        "--log-as-json",
     ]
     .iter()
     .map(|s| s.to_string())
@@ -391,6 +426,38 @@ async fn daprd_loads_from_the_operator_and_applies_changes_live() -> TestResult 
         &format!("scopes: [other-app, {APP_ID}]\n"),
     ))?;
     wait_type(http_port, "private", Some("state.in-memory"), &daprd).await?;
+
+    // HTTPEndpoints: created and changed live, reached through invocation.
+    let (ext_a, ext_b) = (answer_with("from-a").await, answer_with("from-b").await);
+    ns.apply(&http_endpoint("ext", ext_a))?;
+    for (port, want) in [(ext_a, "from-a"), (ext_b, "from-b")] {
+        ns.apply(&http_endpoint("ext", port))?;
+        eventually(
+            &format!("invoke ext -> {want}"),
+            Duration::from_secs(30),
+            Duration::from_millis(100),
+            || async {
+                let (s, b) = http("GET", http_port, "/v1.0/invoke/ext/method/hello", "").await?;
+                Ok::<_, String>((s == 200 && b == want).then_some(()))
+            },
+        )
+        .await?;
+    }
+    ns.kubectl(&["delete", "httpendpoint", "ext"])?;
+    eventually(
+        "ext removed",
+        Duration::from_secs(30),
+        Duration::from_millis(100),
+        || async {
+            let logs = daprd.logs();
+            let last = logs
+                .lines()
+                .rfind(|l| l.contains("HTTPEndpoints updated from the operator"))
+                .unwrap_or_default();
+            Ok::<_, String>(last.contains("\"endpoints\":\"[]\"").then_some(()))
+        },
+    )
+    .await?;
 
     // kubectl delete: the store is gone.
     ns.kubectl(&["delete", "component", "statestore"])?;

@@ -368,7 +368,8 @@ pub async fn run(opts: Options) -> anyhow::Result<()> {
     if let Some(op) = &operator {
         op.spawn_watches(
             loader.clone(),
-            &opts.app_id,
+            invoker.clone(),
+            &resources,
             configuration.as_ref(),
             sidecar.shutdown.clone(),
         );

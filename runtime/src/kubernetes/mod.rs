@@ -16,10 +16,11 @@ use dapr_crds::Configuration;
 use tokio_util::sync::CancellationToken;
 
 pub use client::{OperatorClient, OperatorError};
-pub use watch::{HttpEndpointStore, watch_components, watch_http_endpoints};
+pub use watch::{watch_components, watch_http_endpoints};
 
 use crate::{
     components::ComponentLoader,
+    invoke::Invoker,
     mtls::{SidecarMtls, spiffe_namespace},
     options::Options,
     resources::Resources,
@@ -49,8 +50,6 @@ pub struct Operator {
     /// The SVID used toward the operator and the trust domain it was issued
     /// for, reused for sidecar mTLS when the Configuration agrees.
     mtls: Option<(String, Arc<SidecarMtls>)>,
-    /// HTTPEndpoints visible to this app, kept current by the update stream.
-    pub http_endpoints: HttpEndpointStore,
 }
 
 impl Operator {
@@ -73,11 +72,7 @@ impl Operator {
             None
         };
         let client = connect(opts, namespace, mtls.as_ref().map(|(_, m)| m.as_ref()))?;
-        Ok(Self {
-            client,
-            mtls,
-            http_endpoints: HttpEndpointStore::default(),
-        })
+        Ok(Self { client, mtls })
     }
 
     /// The operator's SVID, if it was issued for `trust_domain`.
@@ -88,24 +83,23 @@ impl Operator {
             .map(|(_, m)| m.clone())
     }
 
-    /// Lists every kind daprd reads (the Configuration aside) and remembers
-    /// the HTTPEndpoints in scope for `app_id`.
+    /// Lists every kind daprd reads (the Configuration aside).
     pub async fn load_resources(&self, app_id: &str) -> Result<Resources, OperatorError> {
         let resources = self.client.load_resources().await?;
-        let mut store = self
-            .http_endpoints
-            .write()
-            .unwrap_or_else(|e| e.into_inner());
-        *store = resources
+        let components = resources
+            .components
+            .iter()
+            .filter(|c| c.resource.in_scope(app_id))
+            .count();
+        let http_endpoints = resources
             .http_endpoints
             .iter()
             .filter(|e| e.resource.in_scope(app_id))
-            .map(|e| (e.resource.name().to_owned(), e.resource.clone()))
-            .collect();
-        drop(store);
+            .count();
         tracing::info!(
-            components = resources.components.len(),
-            http_endpoints = resources.http_endpoints.len(),
+            app_id,
+            components,
+            http_endpoints,
             others = resources.others.len(),
             "resources loaded from the operator"
         );
@@ -117,7 +111,8 @@ impl Operator {
     pub fn spawn_watches(
         &self,
         loader: Arc<ComponentLoader>,
-        app_id: &str,
+        invoker: Arc<Invoker>,
+        resources: &Resources,
         config: Option<&Configuration>,
         shutdown: CancellationToken,
     ) {
@@ -127,15 +122,18 @@ impl Operator {
             );
             return;
         }
+        let app_id = loader.app_id.clone();
         tokio::spawn(watch_components(
             self.client.clone(),
-            loader,
+            loader.clone(),
             shutdown.clone(),
         ));
         tokio::spawn(watch_http_endpoints(
             self.client.clone(),
-            self.http_endpoints.clone(),
-            app_id.to_owned(),
+            loader,
+            invoker,
+            resources.http_endpoints.clone(),
+            app_id,
             shutdown,
         ));
     }

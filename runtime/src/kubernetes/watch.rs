@@ -12,7 +12,7 @@
 
 use std::{
     collections::{BTreeMap, HashMap},
-    sync::{Arc, RwLock},
+    sync::{Arc, Mutex},
     time::Duration,
 };
 
@@ -22,16 +22,16 @@ use tokio_util::sync::CancellationToken;
 use tonic::{Status, Streaming};
 
 use super::client::{OperatorClient, OperatorError, describe};
-use crate::{components::ComponentLoader, resources::Sourced};
+use crate::{
+    components::ComponentLoader,
+    invoke::{Invoker, external},
+    resources::Sourced,
+};
 
 /// Backstop full reconcile (Dapr's default reconcile interval).
 pub const RECONCILE_INTERVAL: Duration = Duration::from_secs(60);
 const FIRST_BACKOFF: Duration = Duration::from_millis(200);
 const MAX_BACKOFF: Duration = Duration::from_secs(5);
-
-/// HTTPEndpoints by name, kept current from the operator. The invocation
-/// code reads it when it resolves external targets.
-pub type HttpEndpointStore = Arc<RwLock<BTreeMap<String, HttpEndpoint>>>;
 
 /// Why a watch stopped for good.
 #[derive(Debug)]
@@ -130,17 +130,26 @@ pub async fn watch_components(
     }
 }
 
-/// Keeps `store` current from `HTTPEndpointUpdate` until `shutdown`.
+/// Keeps the invoker's HTTPEndpoints current from `HTTPEndpointUpdate`
+/// until `shutdown`. `initial` is what startup loaded.
 pub async fn watch_http_endpoints(
     client: OperatorClient,
-    store: HttpEndpointStore,
+    loader: Arc<ComponentLoader>,
+    invoker: Arc<Invoker>,
+    initial: Vec<Sourced<HttpEndpoint>>,
     app_id: String,
     shutdown: CancellationToken,
 ) {
+    let known = initial
+        .into_iter()
+        .map(|e| (e.resource.name().to_owned(), e))
+        .collect();
     let watched = Endpoints {
         client,
-        store,
+        loader,
+        invoker,
         app_id,
+        known: Mutex::new(known),
     };
     let _ = run(watched, shutdown).await;
 }
@@ -250,14 +259,38 @@ impl Watched for Components {
 
 struct Endpoints {
     client: OperatorClient,
-    store: HttpEndpointStore,
+    loader: Arc<ComponentLoader>,
+    invoker: Arc<Invoker>,
     app_id: String,
+    /// Every definition the operator sent, by name.
+    known: Mutex<BTreeMap<String, Sourced<HttpEndpoint>>>,
 }
 
 impl Endpoints {
-    fn write(&self) -> std::sync::RwLockWriteGuard<'_, BTreeMap<String, HttpEndpoint>> {
-        // Writers replace whole entries, so a poisoned map is still consistent.
-        self.store.write().unwrap_or_else(|e| e.into_inner())
+    /// Builds every known endpoint in scope and swaps the set into the
+    /// invoker; one that fails is logged with its name and left out, so the
+    /// others keep working.
+    async fn rebuild(&self) {
+        let wanted: Vec<Sourced<HttpEndpoint>> = self
+            .known
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .values()
+            .filter(|e| e.resource.in_scope(&self.app_id))
+            .cloned()
+            .collect();
+        let mut built = Vec::with_capacity(wanted.len());
+        for ep in &wanted {
+            match external::build(&ep.resource, &self.loader.registry).await {
+                Ok(e) => built.push(e),
+                Err(e) => tracing::error!(
+                    http_endpoint = ep.resource.name(),
+                    "HTTPEndpoint from the operator not applied: {e}"
+                ),
+            }
+        }
+        self.invoker.endpoints.replace(built);
+        tracing::info!(endpoints = ?self.invoker.endpoints.names(), "HTTPEndpoints updated from the operator");
     }
 }
 
@@ -280,33 +313,43 @@ impl Watched for Endpoints {
 
     async fn relist(&self) -> Result<(), Result<OperatorError, Stop>> {
         let listed = self.client.list_http_endpoints().await.map_err(Ok)?;
-        let fresh: BTreeMap<String, HttpEndpoint> = listed
+        let fresh: BTreeMap<String, Sourced<HttpEndpoint>> = listed
             .into_iter()
-            .filter(|e| e.resource.in_scope(&self.app_id))
-            .map(|e| (e.resource.name().to_owned(), e.resource))
+            .map(|e| (e.resource.name().to_owned(), e))
             .collect();
-        *self.write() = fresh;
+        let changed = {
+            let mut known = self.known.lock().unwrap_or_else(|e| e.into_inner());
+            let changed = known.len() != fresh.len()
+                || known
+                    .iter()
+                    .any(|(k, v)| fresh.get(k).is_none_or(|f| f.resource != v.resource));
+            *known = fresh;
+            changed
+        };
+        if changed {
+            self.rebuild().await;
+        }
         Ok(())
     }
 
     async fn apply(&self, event: Self::Event) -> Result<(), Stop> {
         let e = match self.client.http_endpoint(&event.http_endpoints) {
-            Ok(e) => e.resource,
+            Ok(e) => e,
             Err(err) => {
                 tracing::error!("ignoring HTTPEndpoint update: {err}");
                 return Ok(());
             }
         };
-        let name = e.name().to_owned();
-        let deleted = event.r#type == ResourceEventType::Deleted as i32;
-        if deleted || !e.in_scope(&self.app_id) {
-            if self.write().remove(&name).is_some() {
-                tracing::info!(http_endpoint = %name, "HTTPEndpoint removed");
+        let name = e.resource.name().to_owned();
+        {
+            let mut known = self.known.lock().unwrap_or_else(|e| e.into_inner());
+            if event.r#type == ResourceEventType::Deleted as i32 {
+                known.remove(&name);
+            } else {
+                known.insert(name, e);
             }
-        } else {
-            tracing::info!(http_endpoint = %name, "HTTPEndpoint updated from the operator");
-            self.write().insert(name, e);
         }
+        self.rebuild().await;
         Ok(())
     }
 }
