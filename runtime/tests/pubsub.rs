@@ -725,3 +725,76 @@ async fn inbound_resiliency_retries_delivery() {
         assert_eq!(d.path, "/fail");
     }
 }
+
+/// Publish → delivery latency through one sidecar, sequential publishes
+/// paced at ~1000/s. Not a pass/fail test: run with
+/// `DAPRD_BIN=target/release/daprd cargo test -p daprd --test pubsub -- --ignored --nocapture measure`
+/// (the debug binary otherwise).
+#[tokio::test]
+#[ignore]
+async fn measure_publish_to_delivery() {
+    use std::time::Instant;
+    let bin = std::env::var("DAPRD_BIN").unwrap_or_else(|_| DAPRD.to_owned());
+    for broker in [Broker::InMemory, Broker::Redis] {
+        let t = topic("measure");
+        let dir = tempfile::tempdir().unwrap();
+        write_resource(dir.path(), "pubsub.yaml", &broker.component());
+        let (port, mut rx) = start_app(json!([sub(&t, "/m")])).await;
+        let (http_port, grpc_port) = (free_port(), free_port());
+        let mut child = std::process::Command::new(&bin)
+            .args(["--app-id", "measure", "--app-port", &port.to_string()])
+            .args(["--dapr-http-port", &http_port.to_string()])
+            .args(["--dapr-grpc-port", &grpc_port.to_string()])
+            .args([
+                "--dapr-listen-addresses",
+                "127.0.0.1",
+                "--log-level",
+                "warn",
+            ])
+            .args(["--resources-path", &dir.path().display().to_string()])
+            .args(["--data-dir", &dir.path().join("data").display().to_string()])
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap();
+        let url = format!("http://127.0.0.1:{http_port}/v1.0/publish/pubsub/{t}");
+        let ready = format!("http://127.0.0.1:{http_port}/v1.0/healthz");
+        while request("GET", &ready, None, &[]).await.map(|r| r.status) != Ok(204) {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        let n = 2000usize;
+        let mut latencies = Vec::with_capacity(n);
+        let started = Instant::now();
+        for i in 0..n {
+            let due = started + Duration::from_micros(1000 * i as u64);
+            tokio::time::sleep_until(due.into()).await;
+            let sent = Instant::now();
+            let r = request(
+                "POST",
+                &url,
+                Some(b"{\"x\":1}".to_vec()),
+                &[("content-type", "application/json")],
+            )
+            .await
+            .unwrap();
+            assert_eq!(r.status, 204);
+            tokio::time::timeout(Duration::from_secs(5), rx.recv())
+                .await
+                .unwrap()
+                .unwrap();
+            latencies.push(sent.elapsed());
+        }
+        let elapsed = started.elapsed();
+        latencies.sort();
+        let pct = |p: f64| latencies[((n as f64 * p) as usize).min(n - 1)].as_secs_f64() * 1000.0;
+        println!(
+            "{broker:?}: {n} events in {:.2}s ({:.0}/s), publish→delivery p50 {:.3} ms p90 {:.3} ms p99 {:.3} ms",
+            elapsed.as_secs_f64(),
+            n as f64 / elapsed.as_secs_f64(),
+            pct(0.5),
+            pct(0.9),
+            pct(0.99)
+        );
+        let _ = child.kill();
+        let _ = child.wait();
+    }
+}
