@@ -196,6 +196,12 @@ where
     let release = "dapr-chart-test";
     let chart = chart_dir().to_string_lossy().into_owned();
     let reader_ns = format!("dapr_rbac.secretReader.namespace={}", ns.name());
+    // Other tests may create pods meanwhile: this release's webhook only
+    // sees pods labelled for it.
+    let only_ours = format!(
+        r#"dapr_sidecar_injector.objectSelector={{"matchLabels":{{"dapr-rs.e2e/chart-test":"{}"}}}}"#,
+        ns.name()
+    );
     let mut args = vec![
         "install",
         release,
@@ -208,6 +214,8 @@ where
         "dapr_sidecar_injector.sidecarImagePullPolicy=Never",
         "--set",
         &reader_ns,
+        "--set-json",
+        &only_ours,
         "--wait",
         "--timeout",
         "240s",
