@@ -2,8 +2,8 @@
 
 use json_patch::{AddOperation, Patch, PatchOperation, jsonptr::PointerBuf};
 use k8s_openapi::api::core::v1::{
-    EmptyDirVolumeSource, Pod, ProjectedVolumeSource, ServiceAccountTokenProjection, Volume,
-    VolumeMount, VolumeProjection,
+    EmptyDirVolumeSource, Pod, PodSpec, ProjectedVolumeSource, ServiceAccountTokenProjection,
+    Volume, VolumeMount, VolumeProjection,
 };
 use serde::Serialize;
 use serde_json::Value;
@@ -157,8 +157,9 @@ pub fn build(
             id
         }
     };
-    let spec = pod.spec.clone().unwrap_or_default();
-    let pod_volumes = spec.volumes.clone().unwrap_or_default();
+    let no_spec = PodSpec::default();
+    let spec = pod.spec.as_ref().unwrap_or(&no_spec);
+    let pod_volumes = spec.volumes.as_deref().unwrap_or_default();
 
     let mut daprd_mounts = Vec::new();
     for m in &a.volume_mounts {
