@@ -8,7 +8,7 @@
 
 use std::{
     path::{Path, PathBuf},
-    process::{Child, Command, Stdio},
+    process::{Child, Command},
     time::Duration,
 };
 
@@ -44,9 +44,11 @@ impl Proc {
         );
         let file = std::fs::File::create(&log).expect("log file");
         let mut cmd = Command::new(&path);
+        // Some binaries log to stdout, others to stderr: keep both.
+        let out = file.try_clone().expect("log file");
         cmd.args(args)
             .env_remove("DAPR_RS_LOG")
-            .stdout(Stdio::null())
+            .stdout(out)
             .stderr(file);
         for (k, v) in envs {
             cmd.env(k, v);
@@ -428,6 +430,7 @@ async fn daprd_loads_from_the_operator_and_applies_changes_live() -> TestResult 
     wait_type(http_port, "private", Some("state.in-memory"), &daprd).await?;
 
     // HTTPEndpoints: created and changed live, reached through invocation.
+    let t = std::time::Instant::now();
     let (ext_a, ext_b) = (answer_with("from-a").await, answer_with("from-b").await);
     ns.apply(&http_endpoint("ext", ext_a))?;
     for (port, want) in [(ext_a, "from-a"), (ext_b, "from-b")] {
@@ -458,6 +461,11 @@ async fn daprd_loads_from_the_operator_and_applies_changes_live() -> TestResult 
         },
     )
     .await?;
+
+    println!(
+        "HTTPEndpoint create/change/delete applied in {:?}",
+        t.elapsed()
+    );
 
     // kubectl delete: the store is gone.
     ns.kubectl(&["delete", "component", "statestore"])?;
@@ -529,6 +537,7 @@ async fn daprd_loads_from_the_operator_and_applies_changes_live() -> TestResult 
     );
     daprd.stop();
     drop(operator2);
+    let _ = std::fs::remove_dir_all(&dir);
     Ok(())
 }
 
