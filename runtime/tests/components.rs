@@ -238,9 +238,11 @@ async fn embedded_default_is_sqlite_and_survives_restart() {
         .start()
         .await;
     let m = http("GET", &d.url("/v1.0/metadata"), "").await.json();
-    assert_eq!(m["components"][0]["name"], "statestore");
-    assert_eq!(m["components"][0]["type"], "state.sqlite");
-    let caps = m["components"][0]["capabilities"].to_string();
+    // Sorted by name: the embedded in-memory `pubsub`, then `statestore`.
+    assert_eq!(m["components"][0]["type"], "pubsub.in-memory");
+    assert_eq!(m["components"][1]["name"], "statestore");
+    assert_eq!(m["components"][1]["type"], "state.sqlite");
+    let caps = m["components"][1]["capabilities"].to_string();
     assert!(
         caps.contains("ACTOR") && caps.contains("TRANSACTIONAL"),
         "{caps}"

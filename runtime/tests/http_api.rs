@@ -281,8 +281,8 @@ async fn bad_input_gets_dapr_errors() {
             "POST",
             "/v1.0/publish/pubsub/topic",
             "{}",
-            501,
-            "ERR_API_UNIMPLEMENTED",
+            404,
+            "ERR_PUBSUB_NOT_FOUND",
         ),
     ];
     for (method, path, body, status, code) in cases {
@@ -447,7 +447,7 @@ async fn grpc_state_api_matches_http() {
         "type.googleapis.com/google.rpc.ErrorInfo"
     );
 
-    // Methods of building blocks not built yet answer Unimplemented.
+    // An unknown pub/sub is Dapr's InvalidArgument "not found".
     let err = c
         .publish_event(pb::PublishEventRequest {
             pubsub_name: "p".into(),
@@ -456,7 +456,7 @@ async fn grpc_state_api_matches_http() {
         })
         .await
         .unwrap_err();
-    assert_eq!(err.code(), tonic::Code::Unimplemented);
+    assert_eq!(err.code(), tonic::Code::InvalidArgument);
 
     let md = c
         .get_metadata(pb::GetMetadataRequest {})

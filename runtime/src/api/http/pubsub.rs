@@ -50,7 +50,7 @@ pub async fn publish_no_topic(
     State(sidecar): State<AppState>,
     PathParams(pubsub): PathParams<String>,
 ) -> Response {
-    let err = if sidecar.registry.has_pubsubs() && sidecar.registry.pubsub(&pubsub).is_none() {
+    let err = if sidecar.registry.pubsub(&pubsub).is_none() {
         PubSubApiError::NotFound(pubsub)
     } else {
         PubSubApiError::TopicEmpty(pubsub)
