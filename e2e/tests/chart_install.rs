@@ -192,6 +192,32 @@ where
     }
     cluster.import_images_only(&bins, &BINARIES)?;
 
+    // Another release of the chart (e.g. another e2e test) owns the fixed
+    // cluster-scoped names until it is uninstalled: wait for it.
+    eventually(
+        "no other release of charts/dapr in the cluster (ClusterRole dapr-operator-admin)",
+        Duration::from_secs(600),
+        Duration::from_secs(2),
+        || async {
+            let other = cluster.kubectl(&[
+                "get",
+                "clusterrole",
+                "dapr-operator-admin",
+                "--ignore-not-found",
+                "-o",
+                "jsonpath={.metadata.annotations.meta\\.helm\\.sh/release-namespace}",
+            ])?;
+            if !other.trim().is_empty() {
+                eprintln!(
+                    "waiting for the chart release in namespace {} to go away",
+                    other.trim()
+                );
+            }
+            Ok::<_, E2eError>(other.trim().is_empty().then_some(()))
+        },
+    )
+    .await?;
+
     let ns = cluster.namespace("dapr-chart")?;
     let release = "dapr-chart-test";
     let chart = chart_dir().to_string_lossy().into_owned();
@@ -265,6 +291,11 @@ where
         Err(_) => Err("not installed".to_string()),
     };
 
+    if let Err(e) = &installed
+        && helm_k(cluster, &["status", release, "--namespace", ns.name()]).is_err()
+    {
+        panic!("helm install: {e}");
+    }
     // The objects of the release, for the leftover check after uninstall.
     let manifest = helm_k(
         cluster,
