@@ -11,14 +11,11 @@ use std::{
 
 use dapr_crds::{Component, Configuration, HttpEndpoint};
 use dapr_rs_proto::generated::dapr::proto::operator::v1::{self as pb, operator_client};
-use dapr_security::SpiffeId;
+use dapr_security::{SpiffeId, identity::Identity};
 use serde::de::DeserializeOwned;
 use tonic::{Code, Status, transport::Channel};
 
-use crate::{
-    mtls::SidecarMtls,
-    resources::{Resources, Sourced},
-};
+use crate::resources::{Resources, Sourced};
 
 /// Time one unary call may take before it is retried (Dapr's
 /// `operatorCallTimeout`).
@@ -93,7 +90,7 @@ impl OperatorClient {
     pub fn new(
         address: &str,
         namespace: &str,
-        mtls: Option<(&SidecarMtls, &str, &str)>,
+        mtls: Option<(&Identity, &str, &str)>,
         wait: Duration,
     ) -> Result<Self, OperatorError> {
         let address = address.trim();
@@ -105,10 +102,10 @@ impl OperatorClient {
             reason,
         };
         let channel = match mtls {
-            Some((m, cp_trust_domain, cp_namespace)) => {
+            Some((identity, cp_trust_domain, cp_namespace)) => {
                 let expected = SpiffeId::new(cp_trust_domain, cp_namespace, OPERATOR_SERVICE)
                     .map_err(|e| bad(format!("operator SPIFFE id: {e}")))?;
-                m.identity()
+                identity
                     .channel(address, expected)
                     .map_err(|e| bad(e.to_string()))?
             }

@@ -152,7 +152,7 @@ pub fn connect(
         .ok_or(OperatorError::NoAddress)?;
     let mtls = mtls.map(|m| {
         (
-            m,
+            m.identity(),
             opts.control_plane_trust_domain.as_str(),
             opts.control_plane_namespace.as_str(),
         )

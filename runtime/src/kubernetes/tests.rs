@@ -277,3 +277,137 @@ fn empty_address_is_a_clear_error() {
     let err = OperatorClient::new("  ", "team", None, Duration::from_secs(1)).unwrap_err();
     assert!(err.to_string().contains("--control-plane-address"), "{err}");
 }
+
+/// mTLS toward the operator: certificates from a test CA (no Sentry).
+mod mtls {
+    use std::sync::Arc;
+
+    use dapr_security::{
+        anchors::TrustAnchors,
+        identity::Identity,
+        net,
+        svid::{Svid, SvidStore},
+        tls::{PeerAuthorizer, peer_spiffe_id_from_request},
+    };
+    use rcgen::{
+        BasicConstraints, CertificateParams, DistinguishedName, DnType, ExtendedKeyUsagePurpose,
+        IsCa, Issuer, KeyPair, KeyUsagePurpose, SanType,
+    };
+    use rustls::pki_types::{PrivateKeyDer, PrivatePkcs8KeyDer};
+
+    use super::*;
+
+    struct Ca {
+        issuer: Issuer<'static, KeyPair>,
+        pem: String,
+    }
+
+    fn ca() -> Ca {
+        let key = KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256).unwrap();
+        let mut p = CertificateParams::default();
+        p.distinguished_name = DistinguishedName::new();
+        p.distinguished_name.push(DnType::OrganizationName, "test");
+        p.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+        p.key_usages = vec![
+            KeyUsagePurpose::KeyCertSign,
+            KeyUsagePurpose::DigitalSignature,
+        ];
+        let pem = p.self_signed(&key).unwrap().pem();
+        Ca {
+            issuer: Issuer::new(p, key),
+            pem,
+        }
+    }
+
+    fn identity(ca: &Ca, id: &str) -> Identity {
+        let key = KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256).unwrap();
+        let mut p = CertificateParams::default();
+        p.distinguished_name = DistinguishedName::new();
+        p.subject_alt_names = vec![SanType::URI(id.try_into().unwrap())];
+        p.extended_key_usages = vec![
+            ExtendedKeyUsagePurpose::ServerAuth,
+            ExtendedKeyUsagePurpose::ClientAuth,
+        ];
+        p.key_usages = vec![KeyUsagePurpose::DigitalSignature];
+        let cert = p.signed_by(&key, &ca.issuer).unwrap();
+        let store = SvidStore::new();
+        store.set(
+            Svid::new(
+                vec![cert.der().clone()],
+                PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(key.serialize_der())),
+            )
+            .unwrap(),
+        );
+        Identity::from_parts(store, TrustAnchors::from_pem(ca.pem.as_bytes()).unwrap())
+    }
+
+    /// Answers ListComponents with the caller's SPIFFE id as the component
+    /// name, so the test sees what the server verified.
+    struct WhoAmI;
+
+    #[tonic::async_trait]
+    impl Operator for WhoAmI {
+        async fn list_components(
+            &self,
+            request: Request<pb::ListComponentsRequest>,
+        ) -> Result<Response<pb::ListComponentResponse>, Status> {
+            let id = peer_spiffe_id_from_request(&request)
+                .map_err(|e| Status::permission_denied(e.to_string()))?;
+            let c = component(id.app_id(), "state.in-memory", &[], false);
+            Ok(Response::new(pb::ListComponentResponse {
+                components: vec![serde_json::to_vec(&c).unwrap()],
+            }))
+        }
+    }
+
+    async fn serve_mtls(server: Identity) -> String {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap().to_string();
+        let cfg = Arc::new(server.server_config(PeerAuthorizer::any()).unwrap());
+        tokio::spawn(async move {
+            tonic::transport::Server::builder()
+                .add_service(OperatorServer::new(WhoAmI))
+                .serve_with_incoming(net::tls_incoming(listener, cfg, net::HANDSHAKE_TIMEOUT))
+                .await
+        });
+        addr
+    }
+
+    #[tokio::test]
+    async fn operator_identity_is_verified_and_the_svid_presented() {
+        let ca = ca();
+        let operator = identity(&ca, "spiffe://cluster.local/ns/dapr-system/dapr-operator");
+        let sidecar = identity(&ca, "spiffe://public/ns/team/myapp");
+        let addr = serve_mtls(operator).await;
+
+        let ok = OperatorClient::new(
+            &addr,
+            "team",
+            Some((&sidecar, "cluster.local", "dapr-system")),
+            Duration::from_secs(2),
+        )
+        .unwrap();
+        let listed = ok.list_components().await.unwrap();
+        // The server saw the sidecar's certificate.
+        assert_eq!(listed[0].resource.name(), "myapp");
+
+        // Expecting the operator in another namespace: the handshake fails.
+        let wrong = OperatorClient::new(
+            &addr,
+            "team",
+            Some((&sidecar, "cluster.local", "elsewhere")),
+            Duration::from_secs(1),
+        )
+        .unwrap();
+        let err = wrong.list_components().await.unwrap_err().to_string();
+        assert!(
+            err.contains(&addr)
+                && err.contains("expected spiffe://cluster.local/ns/elsewhere/dapr-operator"),
+            "{err}"
+        );
+
+        // A plaintext client gets nowhere either.
+        let plain = OperatorClient::new(&addr, "team", None, Duration::from_secs(1)).unwrap();
+        assert!(plain.list_components().await.is_err());
+    }
+}
