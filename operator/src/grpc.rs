@@ -167,6 +167,7 @@ async fn render_visible(
     secrets: &impl SecretSource,
 ) -> Vec<Vec<u8>> {
     let mut out = Vec::new();
+    let secrets = secrets::Memo::new(secrets);
     for entry in cache.list(&caller.namespace) {
         if let Some(app) = &caller.app_id
             && cache.spec.scoped
@@ -174,7 +175,7 @@ async fn render_visible(
         {
             continue;
         }
-        match render(&entry, resolve, secrets).await {
+        match render(&entry, resolve, &secrets).await {
             Ok(b) => out.push(b),
             Err(e) => tracing::warn!(
                 kind = cache.spec.kind,

@@ -66,6 +66,63 @@ impl SecretSource for KubeSecrets {
     }
 }
 
+/// A Secret's data, or why it could not be read (empty: not found).
+type Lookup = Result<BTreeMap<String, Vec<u8>>, String>;
+
+/// Reads each Secret at most once: one list answer often references the
+/// same Secret from many resources. Lives for one request only, so a
+/// changed Secret is seen by the next request.
+pub struct Memo<'a, S> {
+    inner: &'a S,
+    seen: tokio::sync::Mutex<BTreeMap<(String, String), Lookup>>,
+}
+
+impl<'a, S: SecretSource> Memo<'a, S> {
+    pub fn new(inner: &'a S) -> Self {
+        Self {
+            inner,
+            seen: tokio::sync::Mutex::new(BTreeMap::new()),
+        }
+    }
+}
+
+impl<S: SecretSource> SecretSource for Memo<'_, S> {
+    async fn get(
+        &self,
+        namespace: &str,
+        name: &str,
+    ) -> Result<BTreeMap<String, Vec<u8>>, SecretError> {
+        let key = (namespace.to_owned(), name.to_owned());
+        let mut seen = self.seen.lock().await;
+        let entry = match seen.get(&key) {
+            Some(r) => r.clone(),
+            None => {
+                let r = match self.inner.get(namespace, name).await {
+                    Ok(d) => Ok(d),
+                    Err(SecretError::NotFound { .. }) => Err(String::new()),
+                    Err(e) => Err(e.to_string()),
+                };
+                seen.insert(key, r.clone());
+                r
+            }
+        };
+        entry.map_err(|reason| {
+            if reason.is_empty() {
+                SecretError::NotFound {
+                    namespace: namespace.into(),
+                    name: name.into(),
+                }
+            } else {
+                SecretError::Api {
+                    namespace: namespace.into(),
+                    name: name.into(),
+                    reason,
+                }
+            }
+        })
+    }
+}
+
 fn uses_kubernetes_store(resource: &Value) -> bool {
     let store = resource
         .pointer("/auth/secretStore")
@@ -218,6 +275,39 @@ mod tests {
             .await
             .unwrap_err();
         assert_eq!(err.to_string(), "secret ns/nope not found");
+    }
+
+    struct Counting(Fixed, std::sync::atomic::AtomicUsize);
+
+    impl SecretSource for Counting {
+        async fn get(
+            &self,
+            namespace: &str,
+            name: &str,
+        ) -> Result<BTreeMap<String, Vec<u8>>, SecretError> {
+            self.1.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            self.0.get(namespace, name).await
+        }
+    }
+
+    #[tokio::test]
+    async fn memo_reads_each_secret_once_per_request() {
+        let counting = Counting(source(), Default::default());
+        let memo = Memo::new(&counting);
+        for _ in 0..3 {
+            let mut c = json!({"spec": {"metadata": [
+                {"name": "a", "secretKeyRef": {"name": "redis", "key": "password"}},
+                {"name": "b", "secretKeyRef": {"name": "redis", "key": "redis"}}]}});
+            resolve_component(&mut c, "ns", &memo).await.unwrap();
+            assert_eq!(c["spec"]["metadata"][1]["value"], "c2FtZS1uYW1l");
+            let mut missing = json!({"spec": {"metadata": [
+                {"name": "a", "secretKeyRef": {"name": "nope", "key": "k"}}]}});
+            let err = resolve_component(&mut missing, "ns", &memo)
+                .await
+                .unwrap_err();
+            assert_eq!(err.to_string(), "secret ns/nope not found");
+        }
+        assert_eq!(counting.1.load(std::sync::atomic::Ordering::SeqCst), 2);
     }
 
     #[tokio::test]
