@@ -217,10 +217,16 @@ pub fn parse_http_subscriptions(body: &[u8]) -> Result<Vec<TopicSubscription>, S
 /// none.
 pub async fn programmatic(app: &AppChannel, app_id: &str) -> Vec<TopicSubscription> {
     for attempt in 1..=3 {
-        let res = match app.protocol {
-            AppProtocol::Grpc | AppProtocol::Grpcs => grpc(app).await,
-            _ => http(app, app_id).await,
+        let ask = async {
+            match app.protocol {
+                AppProtocol::Grpc | AppProtocol::Grpcs => grpc(app).await,
+                _ => http(app, app_id).await,
+            }
         };
+        // An app that never answers must not hold daprd's readiness.
+        let res = tokio::time::timeout(ASK_TIMEOUT, ask)
+            .await
+            .unwrap_or_else(|_| Err(Ask::Invalid(format!("no answer within {ASK_TIMEOUT:?}"))));
         match res {
             Ok(subs) => return subs,
             Err(Ask::Unreachable(e)) if attempt < 3 => {
@@ -235,6 +241,8 @@ pub async fn programmatic(app: &AppChannel, app_id: &str) -> Vec<TopicSubscripti
     }
     Vec::new()
 }
+
+const ASK_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(5);
 
 enum Ask {
     Unreachable(String),
