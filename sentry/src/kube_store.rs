@@ -90,8 +90,21 @@ impl KubeStore {
             return Ok((creds, false));
         }
         let creds = generate()?;
-        self.store(&creds).await?;
-        Ok((creds, true))
+        match self.store(&creds).await {
+            Ok(()) => Ok((creds, true)),
+            // Several replicas starting together (HA) race to fill the
+            // Secret; the loser uses the winner's credentials, so every
+            // replica signs under the same issuer.
+            Err(e) if is_write_race(&e) => {
+                tracing::info!(
+                    "another Sentry replica stored the trust bundle first; using its credentials"
+                );
+                let creds = self.read().await?.ok_or(e)?;
+                self.sync_config_map(&creds.trust_anchors_pem).await?;
+                Ok((creds, false))
+            }
+            Err(e) => Err(e),
+        }
     }
 
     /// Writes the Secret and the ConfigMap (create, or replace with the
@@ -130,8 +143,19 @@ impl KubeStore {
         self.sync_config_map(&creds.trust_anchors_pem).await
     }
 
-    /// Makes the ConfigMap's root certificate equal `anchors_pem`.
+    /// Makes the ConfigMap's root certificate equal `anchors_pem`, retrying
+    /// when another replica wrote it between our read and our write.
     pub async fn sync_config_map(&self, anchors_pem: &[u8]) -> Result<(), KubeStoreError> {
+        let mut attempt = 0;
+        loop {
+            match self.sync_config_map_once(anchors_pem).await {
+                Err(e) if is_write_race(&e) && attempt < 5 => attempt += 1,
+                other => return other,
+            }
+        }
+    }
+
+    async fn sync_config_map_once(&self, anchors_pem: &[u8]) -> Result<(), KubeStoreError> {
         let anchors = String::from_utf8_lossy(anchors_pem).into_owned();
         let api = self.config_maps();
         match api.get_opt(TRUST_BUNDLE_NAME).await? {
@@ -160,6 +184,12 @@ impl KubeStore {
         tracing::info!(namespace = %self.namespace, "ConfigMap {TRUST_BUNDLE_NAME} updated with the trust anchors");
         Ok(())
     }
+}
+
+/// A write lost to a concurrent writer: 409 Conflict on a stale
+/// resourceVersion, or AlreadyExists on create (also 409).
+fn is_write_race(e: &KubeStoreError) -> bool {
+    matches!(e, KubeStoreError::Api(kube::Error::Api(status)) if status.code == 409)
 }
 
 /// The credentials in Secret data: all three keys (non-empty), none, or an
