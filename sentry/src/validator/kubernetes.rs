@@ -5,11 +5,14 @@
 //!    its user must be `system:serviceaccount:<namespace>:<name>`.
 //! 2. The pod named in the token's `kubernetes.io.pod.name` claim (the token
 //!    is trusted at this point) is fetched from the service account's
-//!    namespace. The requested namespace must equal the service account's,
-//!    the pod must run as that service account, and the requested id must be
-//!    the pod's expected id: `dapr-<service>` for pods annotated
-//!    `dapr.io/control-plane: <service>` (only in the control-plane
-//!    namespace), else the `dapr.io/app-id` annotation, else the pod name.
+//!    namespace; it must be the pod the token is bound to (same UID, since
+//!    the API server may answer a review from its cache after the pod was
+//!    deleted and re-created under the same name). The requested namespace
+//!    must equal the service account's, the pod must run as that service
+//!    account, and the requested id must be the pod's expected id:
+//!    `dapr-<service>` for pods annotated `dapr.io/control-plane: <service>`
+//!    (only in the control-plane namespace), else the `dapr.io/app-id`
+//!    annotation, else the pod name.
 //!    Control-plane ids are never granted to other pods.
 //! 3. Trust domain: the control-plane trust domain for control-plane pods;
 //!    otherwise `spec.accessControl.trustDomain` of the Configuration named
@@ -161,19 +164,28 @@ pub fn parse_service_account_username(username: &str) -> Option<ServiceAccount> 
     }
 }
 
-/// The pod name from the (already reviewed) token's `kubernetes.io` claim.
-/// When the review reported a bound pod name, both must agree.
-pub fn pod_name_from_token(token: &str, review: &ReviewFacts) -> Result<String, ValidationError> {
-    let missing = || denied("kubernetes.io/pod/name claim is missing from Kubernetes token");
-    let payload = token.split('.').nth(1).ok_or_else(missing)?;
+/// The `kubernetes.io.pod` claim of an (already reviewed) token.
+fn pod_claim(token: &str) -> Result<Option<serde_json::Value>, ValidationError> {
+    let Some(payload) = token.split('.').nth(1) else {
+        return Ok(None);
+    };
     let bytes = base64::engine::general_purpose::URL_SAFE_NO_PAD
         .decode(payload.trim_end_matches('='))
         .map_err(|_| unauthenticated("failed to parse Kubernetes token"))?;
     let claims: serde_json::Value = serde_json::from_slice(&bytes)
         .map_err(|_| unauthenticated("failed to parse Kubernetes token"))?;
-    let name = claims
+    Ok(claims
         .get("kubernetes.io")
         .and_then(|k| k.get("pod"))
+        .cloned())
+}
+
+/// The pod name from the (already reviewed) token's `kubernetes.io` claim.
+/// When the review reported a bound pod name, both must agree.
+pub fn pod_name_from_token(token: &str, review: &ReviewFacts) -> Result<String, ValidationError> {
+    let missing = || denied("kubernetes.io/pod/name claim is missing from Kubernetes token");
+    let name = pod_claim(token)?
+        .as_ref()
         .and_then(|p| p.get("name"))
         .and_then(|n| n.as_str())
         .filter(|n| !n.is_empty())
@@ -183,6 +195,31 @@ pub fn pod_name_from_token(token: &str, review: &ReviewFacts) -> Result<String, 
         return Err(denied("token pod claim does not match the token review"));
     }
     Ok(name)
+}
+
+/// The bound pod's UID from the token's `kubernetes.io` claim, if any.
+pub fn pod_uid_from_token(token: &str) -> Result<Option<String>, ValidationError> {
+    Ok(pod_claim(token)?
+        .as_ref()
+        .and_then(|p| p.get("uid"))
+        .and_then(|u| u.as_str())
+        .filter(|u| !u.is_empty())
+        .map(str::to_owned))
+}
+
+/// The pod fetched by name must be the pod the token was bound to: the API
+/// server caches successful TokenReviews (10 s), so a token of a deleted pod
+/// can still pass review while a new pod of the same name exists.
+pub fn check_pod_uid(
+    token_uid: Option<&str>,
+    pod_uid: Option<&str>,
+) -> Result<(), ValidationError> {
+    match token_uid {
+        Some(uid) if pod_uid != Some(uid) => Err(denied(
+            "the token was issued for a previous pod of that name",
+        )),
+        _ => Ok(()),
+    }
 }
 
 /// Step 2: the id a pod may request.
@@ -345,6 +382,10 @@ impl KubernetesValidator {
                 ));
             }
         };
+        check_pod_uid(
+            pod_uid_from_token(&req.token)?.as_deref(),
+            pod.metadata.uid.as_deref(),
+        )?;
         let facts = PodFacts::from(&pod);
         let identity = authorize_pod(
             &req.id,
@@ -474,6 +515,25 @@ mod tests {
             ..Default::default()
         };
         assert_eq!(pod_name_from_token(&t, &bound_ok).unwrap(), "app-7d9");
+    }
+
+    #[test]
+    fn pod_uid_claim() {
+        let t =
+            token_with(serde_json::json!({"kubernetes.io": {"pod": {"name": "p", "uid": "u-1"}}}));
+        let uid = pod_uid_from_token(&t).unwrap();
+        assert_eq!(uid.as_deref(), Some("u-1"));
+        check_pod_uid(uid.as_deref(), Some("u-1")).unwrap();
+        // A re-created pod of the same name, or one without a UID.
+        assert!(matches!(
+            check_pod_uid(uid.as_deref(), Some("u-2")),
+            Err(ValidationError::PermissionDenied(_))
+        ));
+        assert!(check_pod_uid(uid.as_deref(), None).is_err());
+        // Tokens without a UID claim are judged by the other checks.
+        let t = token_with(serde_json::json!({"kubernetes.io": {"pod": {"name": "p"}}}));
+        assert_eq!(pod_uid_from_token(&t).unwrap(), None);
+        check_pod_uid(None, Some("u-2")).unwrap();
     }
 
     #[test]
