@@ -89,9 +89,10 @@ pub struct Options {
     /// Maximum size of request headers.
     #[arg(long, default_value = "4Ki", value_parser = parse_quantity)]
     pub read_buffer_size: u64,
-    /// Seconds to wait for in-flight requests on shutdown.
-    #[arg(long, default_value_t = 5)]
-    pub dapr_graceful_shutdown_seconds: u64,
+    /// Seconds to wait for in-flight requests on shutdown; negative means
+    /// the default (5 s), as in Dapr (the injector passes -1).
+    #[arg(long, default_value_t = 5, allow_negative_numbers = true)]
+    pub dapr_graceful_shutdown_seconds: i64,
     /// Address (`host:port`) of the operator, which serves resources in
     /// Kubernetes mode.
     #[arg(long)]
@@ -193,7 +194,7 @@ impl Options {
     }
 
     pub fn graceful_shutdown(&self) -> Duration {
-        Duration::from_secs(self.dapr_graceful_shutdown_seconds)
+        Duration::from_secs(u64::try_from(self.dapr_graceful_shutdown_seconds).unwrap_or(5))
     }
 
     /// Where the embedded default keeps its data.
