@@ -707,7 +707,9 @@ has_image() {
 }
 
 # import_image NAME BINARY: a docker-save tarball (manifest.json, config, one layer) with the binary at
-# /NAME plus its shared libraries and loader at their own paths; no base image.
+# /NAME plus its shared libraries and loader at their own paths; no base image. The image runs as
+# 65532:65532 like Dapr's distroless "nonroot" images, so `runAsNonRoot: true` (the injected daprd's
+# default) is satisfied without a runAsUser.
 import_image() {
 	local name=$1 bin=$2 d root layer_sum cfg_sum lib
 	d=$(mktemp -d "$RUN/images/build.XXXXXX")
@@ -723,8 +725,12 @@ import_image() {
 	fi
 	tar --numeric-owner --owner=0 --group=0 --sort=name -C "$root" -cf "$d/layer.tar" .
 	layer_sum=$(sha256sum "$d/layer.tar" | cut -d' ' -f1)
+	# daprd's image has no entrypoint, as Dapr's: the injector's args start with "/daprd" (Dapr's
+	# sidecar shape). Every other image has its binary as the entrypoint (the chart passes flags only).
+	local start='"Entrypoint":["/'$name'"]'
+	[[ $name == daprd ]] && start='"Cmd":["/daprd"]'
 	cat >"$d/config.json" <<EOF
-{"architecture":"amd64","os":"linux","config":{"Entrypoint":["/$name"],"Env":["PATH=/"],"WorkingDir":"/"},"rootfs":{"type":"layers","diff_ids":["sha256:$layer_sum"]},"history":[{"created_by":"dapr-rs e2e/k8s/cluster.sh images"}]}
+{"architecture":"amd64","os":"linux","config":{$start,"Env":["PATH=/"],"WorkingDir":"/","User":"65532:65532"},"rootfs":{"type":"layers","diff_ids":["sha256:$layer_sum"]},"history":[{"created_by":"dapr-rs e2e/k8s/cluster.sh images"}]}
 EOF
 	cfg_sum=$(sha256sum "$d/config.json" | cut -d' ' -f1)
 	mv "$d/config.json" "$d/$cfg_sum.json"
@@ -756,7 +762,8 @@ cmd_images() {
 			log "images: skipping $name (no $bin)"
 			continue
 		fi
-		sum=$(sha256sum "$bin" | cut -d' ' -f1)
+		# The suffix changes whenever the image layout does, so older imports are redone.
+		sum="$(sha256sum "$bin" | cut -d' ' -f1) nonroot,daprd-cmd"
 		marker=$RUN/images/$name.sha256
 		if [[ -f $marker && $(cat "$marker") == "$sum" ]] && has_image "dapr-rs/$name:dev"; then
 			continue

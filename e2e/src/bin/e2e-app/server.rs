@@ -79,6 +79,7 @@ fn router(sidecar: Sidecar) -> Router {
         .route("/healthz", get(|| async { "ok" }))
         .route("/whoami", get(whoami))
         .route("/echo", post(echo))
+        .route("/headers", get(headers))
         .route("/invoke/{app}/{method}", get(invoke))
         .route("/state/{store}/{key}", get(get_state).post(save_state))
         .with_state(sidecar)
@@ -87,6 +88,26 @@ fn router(sidecar: Sidecar) -> Router {
 /// The pod name (hostname), to tell replicas apart behind a Service.
 async fn whoami() -> String {
     std::env::var("HOSTNAME").unwrap_or_default()
+}
+
+/// The request's headers as a JSON object (lower-case names; repeated
+/// names joined with ", "), so a test can see what the sidecar forwarded
+/// (e.g. `dapr-caller-app-id`).
+async fn headers(headers: HeaderMap) -> Response {
+    let mut out = serde_json::Map::new();
+    for (name, value) in &headers {
+        let value = String::from_utf8_lossy(value.as_bytes()).into_owned();
+        match out.get_mut(name.as_str()) {
+            Some(serde_json::Value::String(prev)) => {
+                prev.push_str(", ");
+                prev.push_str(&value);
+            }
+            _ => {
+                out.insert(name.as_str().to_owned(), serde_json::Value::String(value));
+            }
+        }
+    }
+    axum::Json(serde_json::Value::Object(out)).into_response()
 }
 
 async fn echo(headers: HeaderMap, body: Bytes) -> Response {
