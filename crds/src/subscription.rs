@@ -207,7 +207,10 @@ mod tests {
             "spec": {"topic": "t", "pubsubname": "ps", "route": "/r"}
         });
         let s = subscription_from_document(&doc).unwrap();
-        assert_eq!((s.spec.routes.default.as_str(), s.spec.route.as_str()), ("/r", ""));
+        assert_eq!(
+            (s.spec.routes.default.as_str(), s.spec.route.as_str()),
+            ("/r", "")
+        );
     }
 
     #[test]
