@@ -65,8 +65,9 @@ pub struct Options {
     /// Metrics port.
     #[arg(long, default_value_t = 9090)]
     pub metrics_port: u16,
-    /// Enable the metrics endpoint.
-    #[arg(long, default_value_t = true, action = clap::ArgAction::Set)]
+    /// Enable the metrics endpoint. Boolean flags take Go's forms:
+    /// `--flag`, `--flag=true`, `--flag=false` (Dapr's injector uses both).
+    #[arg(long, default_value_t = true, num_args = 0..=1, require_equals = true, default_missing_value = "true", action = clap::ArgAction::Set)]
     pub enable_metrics: bool,
     /// Directory of resource (Component, Configuration, ...) files; repeatable.
     #[arg(long = "resources-path", alias = "components-path")]
@@ -78,10 +79,10 @@ pub struct Options {
     #[arg(long, default_value = "info")]
     pub log_level: String,
     /// Log as JSON.
-    #[arg(long)]
+    #[arg(long, default_value_t = false, num_args = 0..=1, require_equals = true, default_missing_value = "true", action = clap::ArgAction::Set)]
     pub log_as_json: bool,
     /// Log every API call at info level.
-    #[arg(long)]
+    #[arg(long, default_value_t = false, num_args = 0..=1, require_equals = true, default_missing_value = "true", action = clap::ArgAction::Set)]
     pub enable_api_logging: bool,
     /// Maximum request body size (Kubernetes quantity: 4Mi, 16M, 1024).
     #[arg(long, default_value = "4Mi", value_parser = parse_quantity)]
@@ -117,7 +118,7 @@ pub struct Options {
     #[arg(long, env = "DAPR_CONTROLPLANE_NAMESPACE", default_value = "default")]
     pub control_plane_namespace: String,
     /// Enable mTLS between sidecars (certificate from --sentry-address).
-    #[arg(long)]
+    #[arg(long, default_value_t = false, num_args = 0..=1, require_equals = true, default_missing_value = "true", action = clap::ArgAction::Set)]
     pub enable_mtls: bool,
     /// PEM trust anchors file, reloaded when it changes (alternative to
     /// the DAPR_TRUST_ANCHORS environment variable).
@@ -140,7 +141,7 @@ pub struct Options {
     #[arg(long)]
     pub unix_domain_socket: Option<PathBuf>,
     /// Enable app health checks.
-    #[arg(long)]
+    #[arg(long, default_value_t = false, num_args = 0..=1, require_equals = true, default_missing_value = "true", action = clap::ArgAction::Set)]
     pub enable_app_health_check: bool,
     /// Path of the app health check.
     #[arg(long, default_value = "/healthz")]
@@ -155,7 +156,7 @@ pub struct Options {
     #[arg(long, default_value_t = 3)]
     pub app_health_threshold: u32,
     /// Disable the built-in Kubernetes secret store.
-    #[arg(long)]
+    #[arg(long, default_value_t = false, num_args = 0..=1, require_equals = true, default_missing_value = "true", action = clap::ArgAction::Set)]
     pub disable_builtin_k8s_secret_store: bool,
     /// Skip these init calls to the app: config, subscribe.
     #[arg(long, value_delimiter = ',')]
@@ -164,7 +165,7 @@ pub struct Options {
     #[arg(long, env = "DAPR_RS_DATA_DIR")]
     pub data_dir: Option<PathBuf>,
     /// Enable the profiling server (accepted for compatibility).
-    #[arg(long)]
+    #[arg(long, default_value_t = false, num_args = 0..=1, require_equals = true, default_missing_value = "true", action = clap::ArgAction::Set)]
     pub enable_profiling: bool,
     /// Profiling port (accepted for compatibility).
     #[arg(long, default_value_t = 7777)]
@@ -263,6 +264,20 @@ mod tests {
         ]);
         assert_eq!(o.resources_paths.len(), 2);
         assert_eq!(o.listen_addresses().unwrap().len(), 2);
+    }
+
+    #[test]
+    fn boolean_flags_take_go_forms() {
+        let o = Options::parse_from(["daprd", "--enable-metrics", "--enable-mtls"]);
+        assert!(o.enable_metrics && o.enable_mtls && !o.enable_api_logging);
+        let o = Options::parse_from([
+            "daprd",
+            "--enable-metrics=false",
+            "--enable-api-logging=true",
+            "--log-as-json=false",
+        ]);
+        assert!(!o.enable_metrics && o.enable_api_logging && !o.log_as_json);
+        assert!(Options::try_parse_from(["daprd", "--enable-mtls=maybe"]).is_err());
     }
 
     #[test]
