@@ -7,6 +7,7 @@
 #   Redis       127.0.0.1:16379  no auth, no persistence
 #   PostgreSQL  127.0.0.1:15432  user postgres (trust auth), database dapr_test
 #   MariaDB     127.0.0.1:13306  user root, no password,     database dapr_test
+#   NATS        127.0.0.1:14222  JetStream on, no auth, max_payload 8MB
 # Data and logs live under ${DAPR_RS_CACHE:-$HOME/.cache/dapr-rs}/services/<name>/.
 # DAPR_RS_SERVICE_TIMEOUT (default 60) bounds each server's start-up, in seconds.
 #
@@ -23,6 +24,7 @@ REDIS_PORT=16379
 PG_PORT=15432
 PG_BIN=/usr/lib/postgresql/15/bin
 MARIADB_PORT=13306
+NATS_PORT=14222
 TEST_DB=dapr_test
 
 log() { echo "test-services: $*" >&2; }
@@ -240,6 +242,44 @@ ensure_mariadb() {
     summary mariadb "$state" "mysql://root@127.0.0.1:$MARIADB_PORT/$TEST_DB ($(maria_tcp -N -B -e 'SELECT VERSION()'))"
 }
 
+# ------------------------------------------------------------------- nats --
+
+# A NATS server answers `PING` with `PONG` after its INFO line.
+nats_ping() {
+    exec 3<>"/dev/tcp/127.0.0.1/$NATS_PORT" || return 1
+    printf 'CONNECT {"verbose":false}\r\nPING\r\n' >&3
+    local ok=1 line
+    while IFS= read -r -t 2 line <&3; do
+        if [[ $line == PONG* ]]; then ok=0; break; fi
+    done
+    exec 3>&-
+    return $ok
+}
+
+ensure_nats() {
+    command -v nats-server >/dev/null || install_pkgs nats-server
+
+    local dir="$SERVICES_DIR/nats" state=reused
+    if ! nats_ping 2>/dev/null; then
+        state=started
+        mkdir -p "$dir/jetstream"
+        # max_payload: the pub/sub suite sends 1 MiB bodies plus headers,
+        # just over the 1 MB default.
+        cat >"$dir/nats.conf" <<CONF
+listen: 127.0.0.1:$NATS_PORT
+max_payload: 8MB
+jetstream {
+  store_dir: "$dir/jetstream"
+}
+CONF
+        setsid nats-server -c "$dir/nats.conf" -P "$dir/nats.pid" -l "$dir/nats.log" \
+            </dev/null >/dev/null 2>&1 &
+        disown
+        wait_for NATS "$dir/nats.log" nats_ping
+    fi
+    summary nats "$state" "nats://127.0.0.1:$NATS_PORT ($(nats-server --version 2>/dev/null))"
+}
+
 # ------------------------------------------------------------------ python --
 
 ensure_python() {
@@ -261,6 +301,7 @@ main() {
     ensure_redis
     ensure_postgres
     ensure_mariadb
+    ensure_nats
     ensure_python
 }
 

@@ -378,3 +378,74 @@ async fn create_redis() -> Arc<dyn PubSub> {
 }
 
 pubsub_conformance!(redis, create_redis, competing: [two_consumers_share, redelivery_after_consumer_death]);
+
+/// NATS JetStream for the suite: `DAPR_RS_TEST_NATS_URL`, by default
+/// nats://127.0.0.1:14222. `ackWait` is short so a dead replica's message
+/// moves on within the test's patience.
+async fn create_jetstream() -> Arc<dyn PubSub> {
+    let url = std::env::var("DAPR_RS_TEST_NATS_URL")
+        .unwrap_or_else(|_| "nats://127.0.0.1:14222".to_owned());
+    let md = ComponentMetadata::new("pubsub", "conf")
+        .with("natsURL", url.clone())
+        .with("ackWait", "1s");
+    let inner = pubsub::create("pubsub.jetstream", &md)
+        .await
+        .unwrap_or_else(|e| {
+            panic!(
+                "NATS test server unreachable ({e}). Run the tests with `scripts/test.sh` \
+             (it starts the servers via scripts/test-services.sh), or set DAPR_RS_TEST_NATS_URL."
+            )
+        });
+    let client = async_nats::connect(url).await.expect("nats connect");
+    Arc::new(jetstream_streams::WithStreams {
+        inner,
+        js: async_nats::jetstream::new(client),
+    })
+}
+
+/// Dapr's jetstream component expects the operator to create streams
+/// (`nats stream add`); the suite plays the operator: each topic gets a
+/// memory stream of its own before it is used.
+mod jetstream_streams {
+    use super::*;
+    use async_nats::jetstream::stream;
+
+    pub struct WithStreams {
+        pub inner: Arc<dyn PubSub>,
+        pub js: async_nats::jetstream::Context,
+    }
+
+    impl WithStreams {
+        async fn ensure(&self, topic: &str) {
+            self.js
+                .get_or_create_stream(stream::Config {
+                    name: topic.to_owned(),
+                    subjects: vec![topic.to_owned()],
+                    storage: stream::StorageType::Memory,
+                    max_age: Duration::from_secs(600),
+                    ..Default::default()
+                })
+                .await
+                .expect("create test stream");
+        }
+    }
+
+    #[async_trait]
+    impl PubSub for WithStreams {
+        async fn publish(&self, req: PublishRequest) -> Result<(), pubsub::PubSubError> {
+            self.ensure(&req.topic).await;
+            self.inner.publish(req).await
+        }
+
+        async fn subscribe(
+            &self,
+            req: SubscribeRequest,
+            handler: Arc<dyn MessageHandler>,
+        ) -> Result<Subscription, pubsub::PubSubError> {
+            self.ensure(&req.topic).await;
+            self.inner.subscribe(req, handler).await
+        }
+    }
+}
+
+pubsub_conformance!(jetstream, create_jetstream, competing: [two_consumers_share, redelivery_after_consumer_death]);

@@ -15,11 +15,12 @@ use tokio::{sync::watch, task::JoinHandle};
 use crate::{ComponentMetadata, MetadataError};
 
 pub mod envelope;
+pub mod jetstream;
 pub mod memory;
 pub mod redis;
 
 /// Component types this build can create.
-pub const SUPPORTED_TYPES: &[&str] = &["pubsub.in-memory", "pubsub.redis"];
+pub const SUPPORTED_TYPES: &[&str] = &["pubsub.in-memory", "pubsub.redis", "pubsub.jetstream"];
 
 /// Subscription metadata naming the consumer group (Dapr's `consumerID`).
 pub const CONSUMER_ID_KEY: &str = "consumerID";
@@ -171,6 +172,9 @@ pub async fn create(
     match type_ {
         "pubsub.in-memory" => Ok(Arc::new(memory::InMemoryPubSub::new(metadata)?)),
         "pubsub.redis" => Ok(Arc::new(redis::RedisPubSub::connect(metadata).await?)),
+        "pubsub.jetstream" => Ok(Arc::new(
+            jetstream::JetStreamPubSub::connect(metadata).await?,
+        )),
         other => Err(PubSubError::Unsupported(other.to_owned())),
     }
 }
