@@ -8,6 +8,7 @@
 #   PostgreSQL  127.0.0.1:15432  user postgres (trust auth), database dapr_test
 #   MariaDB     127.0.0.1:13306  user root, no password,     database dapr_test
 #   NATS        127.0.0.1:14222  JetStream on, no auth, max_payload 8MB
+#   RabbitMQ    127.0.0.1:15673  AMQP 0-9-1, user guest/guest, node dapr-rs-test, epmd on 127.0.0.1
 # Data and logs live under ${DAPR_RS_CACHE:-$HOME/.cache/dapr-rs}/services/<name>/.
 # DAPR_RS_SERVICE_TIMEOUT (default 60) bounds each server's start-up, in seconds.
 #
@@ -25,6 +26,7 @@ PG_PORT=15432
 PG_BIN=/usr/lib/postgresql/15/bin
 MARIADB_PORT=13306
 NATS_PORT=14222
+RABBITMQ_PORT=15673
 TEST_DB=dapr_test
 
 log() { echo "test-services: $*" >&2; }
@@ -280,6 +282,48 @@ CONF
     summary nats "$state" "nats://127.0.0.1:$NATS_PORT ($(nats-server --version 2>/dev/null))"
 }
 
+# --------------------------------------------------------------- rabbitmq --
+
+# An AMQP 0-9-1 server answers the protocol header with a Connection.Start
+# method frame (frame type 1).
+rabbit_ping() {
+    timeout 3 bash -c 'exec 4<>"/dev/tcp/127.0.0.1/$1" &&
+        printf "AMQP\x00\x00\x09\x01" >&4 && head -c 1 <&4 | od -An -tx1' _ "$RABBITMQ_PORT" |
+        grep -q 01
+}
+
+ensure_rabbitmq() {
+    [[ -x /usr/lib/rabbitmq/bin/rabbitmq-server ]] || install_pkgs rabbitmq-server
+
+    local dir="$SERVICES_DIR/rabbitmq" state=reused
+    if ! rabbit_ping 2>/dev/null; then
+        state=started
+        local user
+        user=$(id -un)
+        [[ $EUID -ne 0 ]] || user=rabbitmq
+        own_dir "$user" "$dir"
+        echo '[].' >"$dir/enabled_plugins" # no management plugin (port 15672)
+        [[ $EUID -ne 0 ]] || chown "$user:" "$dir/enabled_plugins"
+        # Everything on loopback: AMQP, epmd (ERL_EPMD_ADDRESS) and Erlang
+        # distribution (inet_dist_use_interface); a node name of our own so a
+        # distro RabbitMQ can run next to it.
+        as_user "$user" env \
+            RABBITMQ_NODENAME=dapr-rs-test@localhost \
+            RABBITMQ_NODE_IP_ADDRESS=127.0.0.1 RABBITMQ_NODE_PORT="$RABBITMQ_PORT" \
+            RABBITMQ_DIST_PORT=$((RABBITMQ_PORT + 20000)) \
+            ERL_EPMD_ADDRESS=127.0.0.1 \
+            RABBITMQ_SERVER_ADDITIONAL_ERL_ARGS="-kernel inet_dist_use_interface {127,0,0,1}" \
+            RABBITMQ_MNESIA_BASE="$dir/mnesia" RABBITMQ_LOG_BASE="$dir/log" \
+            RABBITMQ_ENABLED_PLUGINS_FILE="$dir/enabled_plugins" \
+            RABBITMQ_CONFIG_FILE="$dir/rabbitmq" RABBITMQ_ADVANCED_CONFIG_FILE="$dir/advanced.config" \
+            RABBITMQ_PID_FILE="$dir/rabbitmq.pid" \
+            setsid /usr/lib/rabbitmq/bin/rabbitmq-server </dev/null >>"$dir/rabbitmq.out" 2>&1 &
+        disown
+        wait_for RabbitMQ "$dir/rabbitmq.out" rabbit_ping
+    fi
+    summary rabbitmq "$state" "amqp://guest:guest@127.0.0.1:$RABBITMQ_PORT"
+}
+
 # ------------------------------------------------------------------ python --
 
 ensure_python() {
@@ -302,6 +346,7 @@ main() {
     ensure_postgres
     ensure_mariadb
     ensure_nats
+    ensure_rabbitmq
     ensure_python
 }
 
