@@ -88,6 +88,8 @@ pub struct Registry {
     pubsub_resiliency: RwLock<Option<Arc<dapr_policy::resiliency::ResiliencyRegistry>>>,
     /// Definition each loaded component was built from, to detect changes.
     definitions: RwLock<HashMap<String, Component>>,
+    /// The Configuration's `secrets.scopes`.
+    secret_scopes: RwLock<Arc<crate::secrets::SecretScopes>>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -112,6 +114,18 @@ impl Registry {
 
     pub fn secret_store(&self, name: &str) -> Option<Arc<dyn SecretStore>> {
         read(&self.secrets).get(name).map(|e| e.store.clone())
+    }
+
+    pub fn has_secret_stores(&self) -> bool {
+        !read(&self.secrets).is_empty()
+    }
+
+    pub fn secret_scopes(&self) -> Arc<crate::secrets::SecretScopes> {
+        read(&self.secret_scopes).clone()
+    }
+
+    pub fn set_secret_scopes(&self, scopes: crate::secrets::SecretScopes) {
+        *write(&self.secret_scopes) = Arc::new(scopes);
     }
 
     pub fn pubsub(&self, name: &str) -> Option<PubSubEntry> {

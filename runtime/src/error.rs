@@ -277,6 +277,71 @@ impl From<ApiError> for tonic::Status {
     }
 }
 
+/// An error of a building block whose module already chose Dapr's code and
+/// statuses (secrets, configuration, lock): rendered like [`ApiError`].
+#[derive(Debug, thiserror::Error)]
+#[error("{message}")]
+pub struct MappedError {
+    pub code: &'static str,
+    pub http: StatusCode,
+    pub grpc: Code,
+    pub message: String,
+}
+
+impl MappedError {
+    pub fn new(code: &'static str, http: StatusCode, grpc: Code, message: String) -> Self {
+        Self {
+            code,
+            http,
+            grpc,
+            message,
+        }
+    }
+
+    pub fn to_json(&self) -> serde_json::Value {
+        serde_json::json!({ "errorCode": self.code, "message": self.message })
+    }
+
+    pub fn to_status(&self) -> tonic::Status {
+        use dapr_rs_proto::{error_details::ErrorInfo, rpc};
+        let info = ErrorInfo {
+            reason: self.code.to_owned(),
+            domain: "dapr.io".to_owned(),
+            metadata: Default::default(),
+        };
+        let status = rpc::Status {
+            code: self.grpc as i32,
+            message: self.message.clone(),
+            details: vec![prost_types::Any {
+                type_url: "type.googleapis.com/google.rpc.ErrorInfo".to_owned(),
+                value: info.encode_to_vec(),
+            }],
+        };
+        tonic::Status::with_details(
+            self.grpc,
+            self.message.clone(),
+            status.encode_to_vec().into(),
+        )
+    }
+}
+
+impl axum::response::IntoResponse for MappedError {
+    fn into_response(self) -> axum::response::Response {
+        if self.http.is_server_error() {
+            tracing::warn!(code = self.code, "{}", self.message);
+        } else {
+            tracing::debug!(code = self.code, "{}", self.message);
+        }
+        (self.http, axum::Json(self.to_json())).into_response()
+    }
+}
+
+impl From<MappedError> for tonic::Status {
+    fn from(e: MappedError) -> Self {
+        e.to_status()
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

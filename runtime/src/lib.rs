@@ -14,5 +14,6 @@ pub mod options;
 pub mod pubsub;
 pub mod resources;
 pub mod run;
+pub mod secrets;
 pub mod sidecar;
 pub mod state;

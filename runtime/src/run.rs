@@ -222,6 +222,11 @@ pub async fn run(opts: Options) -> anyhow::Result<()> {
     sidecar.registry.set_pubsub_resiliency(Arc::new(
         ResiliencyRegistry::from_resources(&opts.app_id, &resiliency_docs).0,
     ));
+    sidecar
+        .registry
+        .set_secret_scopes(crate::secrets::SecretScopes::from_configuration(
+            configuration.as_ref(),
+        )?);
     loader.load_all(&components).await?;
     let declarative_subscriptions =
         crate::pubsub::subscriptions::declarative(&resources.others, &opts.app_id)?;

@@ -3,6 +3,7 @@
 
 mod invoke;
 mod pubsub;
+mod secrets;
 mod state;
 
 use std::sync::Arc;
@@ -159,11 +160,27 @@ impl Dapr for DaprGrpc {
     async fn subscribe_topic_events_alpha1(
         &self,
         req: Request<tonic::Streaming<pb::SubscribeTopicEventsRequestAlpha1>>,
-    ) -> Result<
-        Response<tonic::codegen::BoxStream<pb::SubscribeTopicEventsResponseAlpha1>>,
-        Status,
-    > {
+    ) -> Result<Response<tonic::codegen::BoxStream<pb::SubscribeTopicEventsResponseAlpha1>>, Status>
+    {
         crate::pubsub::streaming::subscribe(&self.sidecar, req.into_inner())
+            .await
+            .map(Response::new)
+    }
+
+    async fn get_secret(
+        &self,
+        req: Request<pb::GetSecretRequest>,
+    ) -> Result<Response<pb::GetSecretResponse>, Status> {
+        secrets::get_secret(&self.sidecar, req.into_inner())
+            .await
+            .map(Response::new)
+    }
+
+    async fn get_bulk_secret(
+        &self,
+        req: Request<pb::GetBulkSecretRequest>,
+    ) -> Result<Response<pb::GetBulkSecretResponse>, Status> {
+        secrets::get_bulk_secret(&self.sidecar, req.into_inner())
             .await
             .map(Response::new)
     }

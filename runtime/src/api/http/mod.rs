@@ -2,6 +2,7 @@
 
 mod invoke;
 mod pubsub;
+mod secrets;
 mod state;
 mod system;
 
@@ -68,6 +69,8 @@ fn routes(sidecar: Arc<Sidecar>) -> Router {
             any(invoke::invoke),
         )
         .route("/v1.0/invoke/{app_id}/method/", any(invoke::no_app_id))
+        .route("/v1.0/secrets/{store}/bulk", get(secrets::bulk))
+        .route("/v1.0/secrets/{store}/{name}", get(secrets::get))
         .route("/v1.0/publish/{pubsub}/{*topic}", post(pubsub::publish))
         .route("/v1.0/publish/{pubsub}", post(pubsub::publish_no_topic))
         .route("/v1.0/publish/{pubsub}/", post(pubsub::publish_no_topic))
