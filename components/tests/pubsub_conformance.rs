@@ -449,3 +449,26 @@ mod jetstream_streams {
 }
 
 pubsub_conformance!(jetstream, create_jetstream, competing: [two_consumers_share, redelivery_after_consumer_death]);
+
+/// RabbitMQ for the suite: `DAPR_RS_TEST_AMQP_URL`, by default
+/// amqp://guest:guest@127.0.0.1:15673. Failed messages are requeued
+/// (`requeueInFailure`) and queues outlive their consumers
+/// (`deletedWhenUnused: false`), else Dapr's defaults drop them.
+async fn create_rabbitmq() -> Arc<dyn PubSub> {
+    let url = std::env::var("DAPR_RS_TEST_AMQP_URL")
+        .unwrap_or_else(|_| "amqp://guest:guest@127.0.0.1:15673".to_owned());
+    let md = ComponentMetadata::new("pubsub", "conf")
+        .with("connectionString", url)
+        .with("requeueInFailure", "true")
+        .with("deletedWhenUnused", "false");
+    pubsub::create("pubsub.rabbitmq", &md)
+        .await
+        .unwrap_or_else(|e| {
+            panic!(
+                "RabbitMQ test server unreachable ({e}). Run the tests with `scripts/test.sh` \
+             (it starts the servers via scripts/test-services.sh), or set DAPR_RS_TEST_AMQP_URL."
+            )
+        })
+}
+
+pubsub_conformance!(rabbitmq, create_rabbitmq, competing: [two_consumers_share, redelivery_after_consumer_death]);

@@ -17,10 +17,16 @@ use crate::{ComponentMetadata, MetadataError};
 pub mod envelope;
 pub mod jetstream;
 pub mod memory;
+pub mod rabbitmq;
 pub mod redis;
 
 /// Component types this build can create.
-pub const SUPPORTED_TYPES: &[&str] = &["pubsub.in-memory", "pubsub.redis", "pubsub.jetstream"];
+pub const SUPPORTED_TYPES: &[&str] = &[
+    "pubsub.in-memory",
+    "pubsub.redis",
+    "pubsub.jetstream",
+    "pubsub.rabbitmq",
+];
 
 /// Subscription metadata naming the consumer group (Dapr's `consumerID`).
 pub const CONSUMER_ID_KEY: &str = "consumerID";
@@ -172,6 +178,7 @@ pub async fn create(
     match type_ {
         "pubsub.in-memory" => Ok(Arc::new(memory::InMemoryPubSub::new(metadata)?)),
         "pubsub.redis" => Ok(Arc::new(redis::RedisPubSub::connect(metadata).await?)),
+        "pubsub.rabbitmq" => Ok(Arc::new(rabbitmq::RabbitMqPubSub::connect(metadata).await?)),
         "pubsub.jetstream" => Ok(Arc::new(
             jetstream::JetStreamPubSub::connect(metadata).await?,
         )),
