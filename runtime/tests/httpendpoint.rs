@@ -433,3 +433,87 @@ async fn resiliency_applies_to_endpoints_and_hot_reload_picks_them_up() {
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
 }
+
+/// gRPC `InvokeService` with an HTTPEndpoint's name (dots included, as
+/// Kubernetes names allow) or a URL as the id.
+async fn grpc_invoke(
+    d: &Daprd,
+    id: &str,
+    method: &str,
+    query: &str,
+) -> Result<serde_json::Value, tonic::Status> {
+    use dapr::dapr::proto::{common::v1 as common, runtime::v1 as pb};
+    let mut c = pb::dapr_client::DaprClient::connect(d.grpc_endpoint())
+        .await
+        .unwrap();
+    let resp = c
+        .invoke_service(pb::InvokeServiceRequest {
+            id: id.into(),
+            message: Some(common::InvokeRequest {
+                method: method.into(),
+                data: Some(prost_types::Any {
+                    type_url: String::new(),
+                    value: b"from grpc".to_vec(),
+                }),
+                content_type: "text/plain".into(),
+                http_extension: Some(common::HttpExtension {
+                    verb: common::http_extension::Verb::Put as i32,
+                    querystring: query.into(),
+                }),
+            }),
+        })
+        .await?
+        .into_inner();
+    assert_eq!(resp.content_type, "application/json");
+    Ok(serde_json::from_slice(&resp.data.unwrap().value).unwrap())
+}
+
+#[tokio::test]
+async fn grpc_invoke_service_reaches_http_endpoints_and_urls() {
+    let addr = start_http(echo_router(Arc::default())).await;
+    let dir = tempfile::tempdir().unwrap();
+    write_resource(
+        dir.path(),
+        "ext.yaml",
+        &endpoint_yaml(
+            "billing.api",
+            &format!("http://{addr}/api"),
+            "  headers:\n  - name: x-static\n    value: v1\n",
+        ),
+    );
+    let d = DaprdBuilder::new("caller")
+        .resources(dir.path())
+        .start()
+        .await;
+
+    // By HTTPEndpoint name: its baseUrl and headers, the call's verb, query and body.
+    let j = grpc_invoke(&d, "billing.api", "orders/1", "expand=all")
+        .await
+        .unwrap();
+    assert_eq!(j["method"], "PUT");
+    assert_eq!(j["path"], "/api/orders/1");
+    assert_eq!(j["query"], "expand=all");
+    assert_eq!(j["body"], "from grpc");
+    assert_eq!(j["headers"]["x-static"], "v1");
+    assert_eq!(j["headers"]["content-type"], "text/plain");
+
+    // By URL: straight to it, without the endpoint's headers.
+    let j = grpc_invoke(&d, &format!("http://{addr}"), "direct/call", "")
+        .await
+        .unwrap();
+    assert_eq!(j["path"], "/direct/call");
+    assert_eq!(j["body"], "from grpc");
+    assert!(j["headers"].get("x-static").is_none());
+
+    // An unreachable URL: an error naming it, not a name-resolution failure.
+    let dead = free_port();
+    let err = grpc_invoke(&d, &format!("http://127.0.0.1:{dead}"), "x", "")
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), tonic::Code::Unavailable, "{err:?}");
+    assert!(
+        err.message().contains(&format!("127.0.0.1:{dead}")),
+        "{}",
+        err.message()
+    );
+}

@@ -3,7 +3,11 @@
 
 mod common;
 
-use std::{net::SocketAddr, time::Duration};
+use std::{
+    net::SocketAddr,
+    sync::atomic::{AtomicUsize, Ordering},
+    time::Duration,
+};
 
 use axum::{
     Router,
@@ -16,6 +20,9 @@ use axum::{
 use common::*;
 use futures::StreamExt;
 use http_body_util::BodyExt;
+
+/// Uploads the test apps' `/upload` read to a clean end (one test uses it).
+static COMPLETE_UPLOADS: AtomicUsize = AtomicUsize::new(0);
 
 /// A test app: echoes requests, returns chosen statuses, streams large bodies.
 async fn start_app() -> (SocketAddr, tokio::task::JoinHandle<()>) {
@@ -80,8 +87,19 @@ async fn start_app() -> (SocketAddr, tokio::task::JoinHandle<()>) {
         headers.insert("content-type", "text/event-stream".parse().unwrap());
         (headers, Body::from_stream(events)).into_response()
     }
+    /// Reads the whole body; only a body that ended cleanly is counted.
+    async fn upload(req: Request) -> String {
+        match req.into_body().collect().await {
+            Ok(b) => {
+                COMPLETE_UPLOADS.fetch_add(1, Ordering::SeqCst);
+                b.to_bytes().len().to_string()
+            }
+            Err(_) => "incomplete".into(),
+        }
+    }
     let app = Router::new()
         .route("/status/{code}", any(status))
+        .route("/upload", any(upload))
         .route("/count", any(count))
         .route("/download/{mib}", any(download))
         .route("/sse", get(sse))
@@ -102,13 +120,26 @@ async fn pair() -> (Daprd, Daprd, tempfile::TempDir, tokio::task::JoinHandle<()>
         "    component: sqlite\n    configuration:\n      connectionString: {}\n",
         shared.path().join("nr.db").display()
     );
-    pair_with(shared, &resolution, "callee").await
+    pair_with(shared, &resolution, "callee", &[]).await
+}
+
+/// Like [`pair`], with extra flags for the caller sidecar.
+async fn pair_with_caller_args(
+    caller_args: &[&str],
+) -> (Daprd, Daprd, tempfile::TempDir, tokio::task::JoinHandle<()>) {
+    let shared = tempfile::tempdir().unwrap();
+    let resolution = format!(
+        "    component: sqlite\n    configuration:\n      connectionString: {}\n",
+        shared.path().join("nr.db").display()
+    );
+    pair_with(shared, &resolution, "callee", caller_args).await
 }
 
 async fn pair_with(
     shared: tempfile::TempDir,
     resolution: &str,
     callee_id: &str,
+    caller_args: &[&str],
 ) -> (Daprd, Daprd, tempfile::TempDir, tokio::task::JoinHandle<()>) {
     let (app, task) = start_app().await;
     let config = shared.path().join("config.yaml");
@@ -127,11 +158,11 @@ async fn pair_with(
         .arg(app.port().to_string())
         .start()
         .await;
-    let caller = DaprdBuilder::new("caller")
-        .arg("--config")
-        .arg(&cfg)
-        .start()
-        .await;
+    let mut caller = DaprdBuilder::new("caller").arg("--config").arg(&cfg);
+    for a in caller_args {
+        caller = caller.arg(*a);
+    }
+    let caller = caller.start().await;
     (caller, callee, shared, task)
 }
 
@@ -198,7 +229,8 @@ async fn invocation_errors_say_which_app_and_why() {
 
 #[tokio::test]
 async fn fifty_mib_streams_both_ways() {
-    let (caller, _callee, _dir, _app) = pair().await;
+    // Chunked uploads are held to --max-body-size (4Mi by default).
+    let (caller, _callee, _dir, _app) = pair_with_caller_args(&["--max-body-size", "64Mi"]).await;
     // Upload 50 MiB in chunks; the app counts bytes as they arrive.
     let chunk = Bytes::from(vec![b'a'; 256 * 1024]);
     let body = Body::from_stream(futures::stream::iter(
@@ -229,6 +261,46 @@ async fn fifty_mib_streams_both_ways() {
         total += chunk.unwrap().len();
     }
     assert_eq!(total, 50 * 1024 * 1024);
+}
+
+/// A chunked upload of `mib` MiB (no content-length) through `url`.
+async fn chunked_upload(url: &str, mib: usize) -> (StatusCode, serde_json::Value) {
+    let chunk = Bytes::from(vec![b'u'; 64 * 1024]);
+    let body = Body::from_stream(futures::stream::iter(
+        (0..mib * 16).map(move |_| Ok::<_, std::io::Error>(chunk.clone())),
+    ));
+    let client = hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
+        .build_http::<Body>();
+    let req = http::Request::post(url).body(body).unwrap();
+    let resp = client.request(req).await.unwrap();
+    let status = resp.status();
+    let bytes = resp.into_body().collect().await.unwrap().to_bytes();
+    let json = serde_json::from_slice(&bytes).unwrap_or(serde_json::Value::Null);
+    (status, json)
+}
+
+#[tokio::test]
+async fn chunked_body_over_max_body_size_is_refused_and_never_delivered_whole() {
+    let (caller, callee, _dir, _app) = pair().await;
+    let limit = (4u64 << 20).to_string();
+    // Within the limit a chunked upload arrives whole (and is counted).
+    let (status, _) = chunked_upload(&caller.url("/v1.0/invoke/callee/method/upload"), 1).await;
+    assert_eq!(status, 200);
+    assert_eq!(COMPLETE_UPLOADS.load(Ordering::SeqCst), 1);
+
+    // Over the default 4Mi: through another sidecar (gRPC stream) and to the
+    // sidecar's own app (app channel).
+    for d in [&caller, &callee] {
+        let (status, j) = chunked_upload(&d.url("/v1.0/invoke/callee/method/upload"), 8).await;
+        assert_eq!(status, 413, "{j}");
+        assert_eq!(j["errorCode"], "ERR_DIRECT_INVOKE");
+        let msg = j["message"].as_str().unwrap();
+        assert!(msg.contains("id: callee"), "{msg}");
+        assert!(msg.contains(&limit), "{msg}");
+    }
+    // The aborted uploads never reached the app as complete requests.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert_eq!(COMPLETE_UPLOADS.load(Ordering::SeqCst), 1);
 }
 
 #[tokio::test]
@@ -327,7 +399,7 @@ async fn mdns_name_resolution_on_loopback() {
         &uuid::Uuid::new_v4().simple().to_string()[..8]
     );
     let resolution = "    component: mdns\n    configuration:\n      interfaces: loopback\n";
-    let (caller, _callee, _dir, _app) = pair_with(shared, resolution, &callee).await;
+    let (caller, _callee, _dir, _app) = pair_with(shared, resolution, &callee, &[]).await;
     let r = http(
         "POST",
         &caller.url(&format!("/v1.0/invoke/{callee}/method/over/mdns")),

@@ -2,6 +2,7 @@
 //! resolution, to the target app's sidecar over the internal gRPC port.
 //! Bodies stream end to end (`CallLocalStream`), never fully buffered.
 
+pub mod body_limit;
 pub mod external;
 pub mod grpc_proxy;
 mod inbound;
@@ -142,6 +143,19 @@ impl Invoker {
     /// Whether `app_id` is an HTTPEndpoint name or a URL rather than a Dapr app.
     pub fn is_external(&self, app_id: &str) -> bool {
         self.endpoints.is_external(app_id)
+    }
+
+    /// The target an API names: an HTTPEndpoint name or a URL is taken
+    /// whole (URLs contain dots), anything else is `app-id[.namespace]`.
+    /// Shared by the HTTP and gRPC invocation APIs.
+    pub fn target(&self, app_id: &str) -> Result<Target, ApiError> {
+        if self.is_external(app_id) {
+            return Ok(Target {
+                app_id: app_id.to_owned(),
+                namespace: String::new(),
+            });
+        }
+        Target::parse(app_id, &self.namespace)
     }
 
     /// Invokes `req.method` on `target` and returns the app's response,
@@ -386,16 +400,18 @@ impl Invoker {
             }),
             payload: None,
         };
-        let chunks = body_chunks(req.body).enumerate().map(|(seq, data)| {
-            internals::InternalInvokeRequestStream {
+        let mut outbound = tonic::Request::new(());
+        let cancel = outbound.cancellation_handle();
+        let chunks = body_chunks(req.body, cancel)
+            .enumerate()
+            .map(|(seq, data)| internals::InternalInvokeRequestStream {
                 request: None,
                 payload: Some(common::StreamPayload {
                     data: data.to_vec(),
                     seq: seq as u64,
                 }),
-            }
-        });
-        let outbound = futures::stream::once(async move { first }).chain(chunks);
+            });
+        let outbound = outbound.map(|()| futures::stream::once(async move { first }).chain(chunks));
         let mut inbound = client
             .call_local_stream(outbound)
             .await
@@ -440,24 +456,25 @@ impl Invoker {
 /// Largest payload of one stream message between sidecars.
 const MAX_CHUNK: usize = 256 * 1024;
 
-/// The data frames of a body as a stream of chunks; a read error ends it.
-pub fn body_chunks(body: Body) -> impl Stream<Item = Bytes> + Send + 'static {
-    body.into_data_stream()
-        .take_while(|r| {
-            if let Err(e) = r {
-                tracing::debug!("body ended with an error: {e}");
+/// The data frames of a request body as a stream of bounded chunks. A read
+/// error (the caller went away, --max-body-size exceeded) cancels the call
+/// (RST_STREAM) and the stream never ends: ending it would half-close the
+/// gRPC stream, and the target app would take a truncated body as complete.
+fn body_chunks(
+    body: Body,
+    cancel: tonic::CancellationHandle,
+) -> impl Stream<Item = Bytes> + Send + 'static {
+    let mut cancel = Some(cancel);
+    try_body_chunks(body).flat_map(move |r| match r {
+        Ok(b) => futures::stream::iter(Some(b)).left_stream(),
+        Err(e) => {
+            tracing::debug!("request body ended with an error, cancelling the call: {e}");
+            if let Some(c) = cancel.take() {
+                c.cancel();
             }
-            futures::future::ready(r.is_ok())
-        })
-        .filter_map(|r| futures::future::ready(r.ok()))
-        // Bound each stream message, whatever size the frames arrive in.
-        .flat_map(|b| {
-            let pieces: Vec<Bytes> = (0..b.len())
-                .step_by(MAX_CHUNK)
-                .map(|i| b.slice(i..(i + MAX_CHUNK).min(b.len())))
-                .collect();
-            futures::stream::iter(pieces)
-        })
+            futures::stream::pending().right_stream()
+        }
+    })
 }
 
 /// Like [`body_chunks`], but a read error is passed on (so a response cut

@@ -1,5 +1,5 @@
 //! gRPC `InvokeService`: a buffered invocation through the same invoker the
-//! HTTP API uses.
+//! HTTP API uses (Dapr apps, HTTPEndpoints and URLs alike).
 
 use axum::body::Body;
 use dapr_rs_proto::{common, runtime as pb};
@@ -9,7 +9,7 @@ use tonic::Status;
 
 use crate::{
     error::ApiError,
-    invoke::{InvokeRequest, Target, verb_from_proto},
+    invoke::{InvokeRequest, verb_from_proto},
     sidecar::Sidecar,
 };
 
@@ -20,7 +20,8 @@ pub async fn invoke_service(
     let message = req
         .message
         .ok_or_else(|| ApiError::BadRequest("InvokeServiceRequest has no message".into()))?;
-    let target = Target::parse(&req.id, &sidecar.invoker.namespace)?;
+    // HTTPEndpoint names and URLs resolve exactly as in the HTTP API.
+    let target = sidecar.invoker.target(&req.id)?;
     let mut headers = HeaderMap::new();
     if !message.content_type.is_empty()
         && let Ok(v) = http::HeaderValue::from_str(&message.content_type)
