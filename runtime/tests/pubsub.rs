@@ -1,7 +1,8 @@
 //! Pub/sub through the real `daprd` binary and a real subscriber app over
 //! HTTP: envelopes, raw payloads, CEL routing, dead letters, RETRY/DROP,
-//! declarative subscriptions, errors, bulk publish — on `pubsub.in-memory`
-//! and `pubsub.redis` (127.0.0.1:16379, started by scripts/test-services.sh).
+//! declarative subscriptions, errors, bulk publish — on `pubsub.in-memory`,
+//! `pubsub.redis` (127.0.0.1:16379) and `pubsub.rabbitmq` (127.0.0.1:15673),
+//! both started by scripts/test-services.sh.
 
 mod common;
 
@@ -105,6 +106,7 @@ async fn start_app(subscriptions: Value) -> (u16, mpsc::UnboundedReceiver<Delive
 enum Broker {
     InMemory,
     Redis,
+    RabbitMq,
 }
 
 impl Broker {
@@ -118,6 +120,20 @@ impl Broker {
                     ("redisHost", &redis_addr()),
                     ("processingTimeout", "1s"),
                     ("redeliverInterval", "300ms"),
+                ],
+            ),
+            // Requeue on RETRY, as the Redis entry redelivers: Dapr's
+            // rabbitmq default drops a failed message.
+            Broker::RabbitMq => component_yaml(
+                "pubsub",
+                "pubsub.rabbitmq",
+                &[
+                    (
+                        "connectionString",
+                        &std::env::var("DAPR_RS_TEST_AMQP_URL")
+                            .unwrap_or_else(|_| "amqp://guest:guest@127.0.0.1:15673".to_owned()),
+                    ),
+                    ("requeueInFailure", "true"),
                 ],
             ),
         }
@@ -497,6 +513,9 @@ broker_tests!(InMemory: envelope_fields, raw_payload, routing_rules,
     not_found_goes_to_dead_letter_topic, retry_redelivers_and_drop_does_not,
     declarative_subscription, errors_and_bulk);
 broker_tests!(Redis: envelope_fields, raw_payload, routing_rules,
+    not_found_goes_to_dead_letter_topic, retry_redelivers_and_drop_does_not,
+    declarative_subscription, errors_and_bulk);
+broker_tests!(RabbitMq: envelope_fields, raw_payload, routing_rules,
     not_found_goes_to_dead_letter_topic, retry_redelivers_and_drop_does_not,
     declarative_subscription, errors_and_bulk);
 
