@@ -10,6 +10,7 @@ use std::{
 
 use dapr_components::{
     ComponentMetadata,
+    configuration::{self as configuration_components, ConfigurationStore},
     duration::parse_go_duration,
     pubsub::{self as pubsub_components, PubSub},
     secretstores::{self, SecretStore},
@@ -77,6 +78,8 @@ pub struct PubSubEntry {
     pub info: ComponentInfo,
 }
 
+type ConfigurationStoreEntry = (Arc<dyn ConfigurationStore>, ComponentInfo);
+
 /// Loaded components, readable from any request handler.
 #[derive(Default)]
 pub struct Registry {
@@ -90,6 +93,9 @@ pub struct Registry {
     definitions: RwLock<HashMap<String, Component>>,
     /// The Configuration's `secrets.scopes`.
     secret_scopes: RwLock<Arc<crate::secrets::SecretScopes>>,
+    configuration: RwLock<HashMap<String, ConfigurationStoreEntry>>,
+    /// Live configuration API subscriptions.
+    pub configuration_subscriptions: crate::configuration::Subscriptions,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -114,6 +120,14 @@ impl Registry {
 
     pub fn secret_store(&self, name: &str) -> Option<Arc<dyn SecretStore>> {
         read(&self.secrets).get(name).map(|e| e.store.clone())
+    }
+
+    pub fn configuration_store(&self, name: &str) -> Option<Arc<dyn ConfigurationStore>> {
+        read(&self.configuration).get(name).map(|e| e.0.clone())
+    }
+
+    pub fn has_configuration_stores(&self) -> bool {
+        !read(&self.configuration).is_empty()
     }
 
     pub fn has_secret_stores(&self) -> bool {
@@ -165,6 +179,7 @@ impl Registry {
             .chain(read(&self.secrets).values().map(|e| e.info.clone()))
             .chain(read(&self.middleware).values().cloned())
             .chain(read(&self.pubsubs).values().map(|e| e.info.clone()))
+            .chain(read(&self.configuration).values().map(|e| e.1.clone()))
             .collect();
         out.sort_by(|a, b| a.name.cmp(&b.name));
         out
@@ -175,6 +190,7 @@ impl Registry {
         write(&self.secrets).remove(name);
         write(&self.middleware).remove(name);
         write(&self.pubsubs).remove(name);
+        write(&self.configuration).remove(name);
         write(&self.definitions).remove(name);
     }
 }
@@ -382,6 +398,11 @@ impl ComponentLoader {
                 info,
             };
             write(&self.registry.pubsubs).insert(name, entry);
+        } else if type_.starts_with("configuration.") {
+            let store = configuration_components::create(type_, metadata)
+                .await
+                .map_err(|e| e.to_string())?;
+            write(&self.registry.configuration).insert(name, (store, info));
         } else if type_.starts_with("middleware.http.") {
             // Built by the HTTP pipeline from the Configuration; listed here
             // so the metadata API shows it.

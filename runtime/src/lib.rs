@@ -4,6 +4,7 @@
 pub mod api;
 pub mod appchannel;
 pub mod components;
+pub mod configuration;
 pub mod error;
 pub mod hotreload;
 pub mod invoke;

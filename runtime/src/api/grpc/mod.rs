@@ -1,6 +1,7 @@
 //! Dapr's gRPC API: `dapr.proto.runtime.v1.Dapr` (tonic). Methods not built
 //! yet fall through to the generated default, `Unimplemented`.
 
+mod configuration;
 mod invoke;
 mod pubsub;
 mod secrets;
@@ -183,6 +184,64 @@ impl Dapr for DaprGrpc {
         secrets::get_bulk_secret(&self.sidecar, req.into_inner())
             .await
             .map(Response::new)
+    }
+
+    async fn get_configuration(
+        &self,
+        req: Request<pb::GetConfigurationRequest>,
+    ) -> Result<Response<pb::GetConfigurationResponse>, Status> {
+        configuration::get(&self.sidecar, req.into_inner())
+            .await
+            .map(Response::new)
+    }
+
+    async fn get_configuration_alpha1(
+        &self,
+        req: Request<pb::GetConfigurationRequest>,
+    ) -> Result<Response<pb::GetConfigurationResponse>, Status> {
+        configuration::get(&self.sidecar, req.into_inner())
+            .await
+            .map(Response::new)
+    }
+
+    async fn subscribe_configuration(
+        &self,
+        req: Request<pb::SubscribeConfigurationRequest>,
+    ) -> Result<Response<tonic::codegen::BoxStream<pb::SubscribeConfigurationResponse>>, Status>
+    {
+        configuration::subscribe(&self.sidecar, req.into_inner())
+            .await
+            .map(Response::new)
+    }
+
+    async fn subscribe_configuration_alpha1(
+        &self,
+        req: Request<pb::SubscribeConfigurationRequest>,
+    ) -> Result<Response<tonic::codegen::BoxStream<pb::SubscribeConfigurationResponse>>, Status>
+    {
+        configuration::subscribe(&self.sidecar, req.into_inner())
+            .await
+            .map(Response::new)
+    }
+
+    async fn unsubscribe_configuration(
+        &self,
+        req: Request<pb::UnsubscribeConfigurationRequest>,
+    ) -> Result<Response<pb::UnsubscribeConfigurationResponse>, Status> {
+        Ok(Response::new(configuration::unsubscribe(
+            &self.sidecar,
+            req.into_inner(),
+        )))
+    }
+
+    async fn unsubscribe_configuration_alpha1(
+        &self,
+        req: Request<pb::UnsubscribeConfigurationRequest>,
+    ) -> Result<Response<pb::UnsubscribeConfigurationResponse>, Status> {
+        Ok(Response::new(configuration::unsubscribe(
+            &self.sidecar,
+            req.into_inner(),
+        )))
     }
 
     async fn get_metadata(

@@ -1,5 +1,6 @@
 //! Dapr's HTTP API (axum).
 
+mod configuration;
 mod invoke;
 mod pubsub;
 mod secrets;
@@ -69,6 +70,27 @@ fn routes(sidecar: Arc<Sidecar>) -> Router {
             any(invoke::invoke),
         )
         .route("/v1.0/invoke/{app_id}/method/", any(invoke::no_app_id))
+        .route("/v1.0/configuration/{store}", get(configuration::get))
+        .route(
+            "/v1.0-alpha1/configuration/{store}",
+            get(configuration::get),
+        )
+        .route(
+            "/v1.0/configuration/{store}/subscribe",
+            get(configuration::subscribe),
+        )
+        .route(
+            "/v1.0-alpha1/configuration/{store}/subscribe",
+            get(configuration::subscribe),
+        )
+        .route(
+            "/v1.0/configuration/{store}/{id}/unsubscribe",
+            get(configuration::unsubscribe),
+        )
+        .route(
+            "/v1.0-alpha1/configuration/{store}/{id}/unsubscribe",
+            get(configuration::unsubscribe),
+        )
         .route("/v1.0/secrets/{store}/bulk", get(secrets::bulk))
         .route("/v1.0/secrets/{store}/{name}", get(secrets::get))
         .route("/v1.0/publish/{pubsub}/{*topic}", post(pubsub::publish))
