@@ -7,6 +7,7 @@
 
 pub mod configuration;
 pub mod duration;
+pub mod lock;
 pub mod metadata;
 pub mod nameresolution;
 pub mod pubsub;

@@ -11,6 +11,7 @@ use std::{
 use dapr_components::{
     ComponentMetadata,
     configuration::{self as configuration_components, ConfigurationStore},
+    lock::{self as lock_components, LockStore},
     duration::parse_go_duration,
     pubsub::{self as pubsub_components, PubSub},
     secretstores::{self, SecretStore},
@@ -79,6 +80,8 @@ pub struct PubSubEntry {
 }
 
 type ConfigurationStoreEntry = (Arc<dyn ConfigurationStore>, ComponentInfo);
+/// A lock store, its `keyPrefix` metadata and what the metadata API shows.
+type LockStoreEntry = (Arc<dyn LockStore>, String, ComponentInfo);
 
 /// Loaded components, readable from any request handler.
 #[derive(Default)]
@@ -94,6 +97,8 @@ pub struct Registry {
     /// The Configuration's `secrets.scopes`.
     secret_scopes: RwLock<Arc<crate::secrets::SecretScopes>>,
     configuration: RwLock<HashMap<String, ConfigurationStoreEntry>>,
+    /// Lock stores with their `keyPrefix`.
+    locks: RwLock<HashMap<String, LockStoreEntry>>,
     /// Live configuration API subscriptions.
     pub configuration_subscriptions: crate::configuration::Subscriptions,
 }
@@ -128,6 +133,17 @@ impl Registry {
 
     pub fn has_configuration_stores(&self) -> bool {
         !read(&self.configuration).is_empty()
+    }
+
+    /// A lock store and its `keyPrefix` metadata.
+    pub fn lock_store(&self, name: &str) -> Option<(Arc<dyn LockStore>, String)> {
+        read(&self.locks)
+            .get(name)
+            .map(|e| (e.0.clone(), e.1.clone()))
+    }
+
+    pub fn has_lock_stores(&self) -> bool {
+        !read(&self.locks).is_empty()
     }
 
     pub fn has_secret_stores(&self) -> bool {
@@ -180,6 +196,7 @@ impl Registry {
             .chain(read(&self.middleware).values().cloned())
             .chain(read(&self.pubsubs).values().map(|e| e.info.clone()))
             .chain(read(&self.configuration).values().map(|e| e.1.clone()))
+            .chain(read(&self.locks).values().map(|e| e.2.clone()))
             .collect();
         out.sort_by(|a, b| a.name.cmp(&b.name));
         out
@@ -191,6 +208,7 @@ impl Registry {
         write(&self.middleware).remove(name);
         write(&self.pubsubs).remove(name);
         write(&self.configuration).remove(name);
+        write(&self.locks).remove(name);
         write(&self.definitions).remove(name);
     }
 }
@@ -403,6 +421,12 @@ impl ComponentLoader {
                 .await
                 .map_err(|e| e.to_string())?;
             write(&self.registry.configuration).insert(name, (store, info));
+        } else if type_.starts_with("lock.") {
+            let store = lock_components::create(type_, metadata)
+                .await
+                .map_err(|e| e.to_string())?;
+            let prefix = metadata.get("keyPrefix").unwrap_or_default().to_owned();
+            write(&self.registry.locks).insert(name, (store, prefix, info));
         } else if type_.starts_with("middleware.http.") {
             // Built by the HTTP pipeline from the Configuration; listed here
             // so the metadata API shows it.

@@ -9,6 +9,7 @@ pub mod error;
 pub mod hotreload;
 pub mod invoke;
 pub mod kubernetes;
+pub mod lock;
 pub mod middleware;
 pub mod mtls;
 pub mod options;

@@ -3,6 +3,7 @@
 
 mod configuration;
 mod invoke;
+mod lock;
 mod pubsub;
 mod secrets;
 mod state;
@@ -242,6 +243,24 @@ impl Dapr for DaprGrpc {
             &self.sidecar,
             req.into_inner(),
         )))
+    }
+
+    async fn try_lock_alpha1(
+        &self,
+        req: Request<pb::TryLockRequest>,
+    ) -> Result<Response<pb::TryLockResponse>, Status> {
+        lock::try_lock(&self.sidecar, req.into_inner())
+            .await
+            .map(Response::new)
+    }
+
+    async fn unlock_alpha1(
+        &self,
+        req: Request<pb::UnlockRequest>,
+    ) -> Result<Response<pb::UnlockResponse>, Status> {
+        lock::unlock(&self.sidecar, req.into_inner())
+            .await
+            .map(Response::new)
     }
 
     async fn get_metadata(

@@ -2,6 +2,7 @@
 
 mod configuration;
 mod invoke;
+mod lock;
 mod pubsub;
 mod secrets;
 mod state;
@@ -91,6 +92,8 @@ fn routes(sidecar: Arc<Sidecar>) -> Router {
             "/v1.0-alpha1/configuration/{store}/{id}/unsubscribe",
             get(configuration::unsubscribe),
         )
+        .route("/v1.0-alpha1/lock/{store}", post(lock::try_lock))
+        .route("/v1.0-alpha1/unlock/{store}", post(lock::unlock))
         .route("/v1.0/secrets/{store}/bulk", get(secrets::bulk))
         .route("/v1.0/secrets/{store}/{name}", get(secrets::get))
         .route("/v1.0/publish/{pubsub}/{*topic}", post(pubsub::publish))
