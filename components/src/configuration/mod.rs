@@ -8,6 +8,7 @@ use tokio::sync::mpsc;
 
 use crate::{ComponentMetadata, MetadataError};
 
+pub mod postgres;
 pub mod redis;
 
 /// One configuration item, as Dapr's API shows it.
@@ -38,7 +39,7 @@ pub enum ConfigurationInitError {
     Connect(String),
 }
 
-pub const SUPPORTED_TYPES: &[&str] = &["configuration.redis"];
+pub const SUPPORTED_TYPES: &[&str] = &["configuration.redis", "configuration.postgresql"];
 
 #[async_trait]
 pub trait ConfigurationStore: Send + Sync + 'static {
@@ -67,6 +68,9 @@ pub async fn create(
 ) -> Result<Arc<dyn ConfigurationStore>, ConfigurationInitError> {
     Ok(match type_ {
         "configuration.redis" => Arc::new(redis::RedisConfigurationStore::connect(metadata).await?),
+        "configuration.postgresql" | "configuration.postgres" => {
+            Arc::new(postgres::PostgresConfigurationStore::connect(metadata).await?)
+        }
         other => return Err(ConfigurationInitError::UnknownType(other.to_owned())),
     })
 }
