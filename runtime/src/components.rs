@@ -11,8 +11,8 @@ use std::{
 use dapr_components::{
     ComponentMetadata,
     configuration::{self as configuration_components, ConfigurationStore},
-    lock::{self as lock_components, LockStore},
     duration::parse_go_duration,
+    lock::{self as lock_components, LockStore},
     pubsub::{self as pubsub_components, PubSub},
     secretstores::{self, SecretStore},
     state::{self, StateStore},
