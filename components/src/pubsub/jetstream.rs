@@ -28,37 +28,20 @@ use super::{
     CONSUMER_ID_KEY, Message, MessageHandler, PubSub, PubSubError, PublishRequest, StopSignal,
     SubscribeRequest, Subscription, duration_or_millis,
 };
-use crate::{ComponentMetadata, MetadataError};
+use crate::ComponentMetadata;
 
 const DEFAULT_QUEUE_DEPTH: usize = 100;
 const DEFAULT_CONCURRENCY: usize = 10;
 const RETRY_PAUSE: Duration = Duration::from_millis(500);
 const CONTENT_TYPE_HEADER: &str = "Content-Type";
 
-fn invalid(field: &str, reason: impl Into<String>) -> PubSubError {
-    PubSubError::Metadata(MetadataError::Invalid {
-        field: field.to_owned(),
-        reason: reason.into(),
-    })
-}
+use super::invalid_metadata as invalid;
 
 fn backend(what: &str, e: impl std::fmt::Display) -> PubSubError {
     PubSubError::Backend(format!("jetstream: {what}: {e}"))
 }
 
-/// Looks a key up in the subscription metadata first, then the component's.
-fn lookup<'a>(
-    req: &'a HashMap<String, String>,
-    md: &'a ComponentMetadata,
-    key: &str,
-) -> Option<&'a str> {
-    req.iter()
-        .find(|(k, _)| k.eq_ignore_ascii_case(key))
-        .map(|(_, v)| v.as_str())
-        .or_else(|| md.get(key))
-        .map(str::trim)
-        .filter(|v| !v.is_empty())
-}
+use super::lookup_metadata as lookup;
 
 fn parse_num<T: std::str::FromStr>(
     req: &HashMap<String, String>,

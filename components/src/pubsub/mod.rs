@@ -211,3 +211,26 @@ pub fn duration_or_millis(
             reason: e.to_string(),
         })
 }
+
+/// A metadata value that fails validation.
+pub(crate) fn invalid_metadata(field: &str, reason: impl Into<String>) -> PubSubError {
+    PubSubError::Metadata(MetadataError::Invalid {
+        field: field.to_owned(),
+        reason: reason.into(),
+    })
+}
+
+/// Looks a key up in the subscription metadata first, then the component's
+/// (case-insensitive; blank values count as absent).
+pub(crate) fn lookup_metadata<'a>(
+    req: &'a HashMap<String, String>,
+    md: &'a ComponentMetadata,
+    key: &str,
+) -> Option<&'a str> {
+    req.iter()
+        .find(|(k, _)| k.eq_ignore_ascii_case(key))
+        .map(|(_, v)| v.as_str())
+        .or_else(|| md.get(key))
+        .map(str::trim)
+        .filter(|v| !v.is_empty())
+}

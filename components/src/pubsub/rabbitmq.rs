@@ -38,29 +38,13 @@ use crate::{ComponentMetadata, MetadataError};
 
 const DEFAULT_CONCURRENCY: usize = 10;
 
-fn invalid(field: &str, reason: impl Into<String>) -> PubSubError {
-    PubSubError::Metadata(MetadataError::Invalid {
-        field: field.to_owned(),
-        reason: reason.into(),
-    })
-}
+use super::invalid_metadata as invalid;
 
 fn backend(what: &str, e: impl std::fmt::Display) -> PubSubError {
     PubSubError::Backend(format!("rabbitmq: {what}: {e}"))
 }
 
-fn lookup<'a>(
-    req: &'a HashMap<String, String>,
-    md: &'a ComponentMetadata,
-    key: &str,
-) -> Option<&'a str> {
-    req.iter()
-        .find(|(k, _)| k.eq_ignore_ascii_case(key))
-        .map(|(_, v)| v.as_str())
-        .or_else(|| md.get(key))
-        .map(str::trim)
-        .filter(|v| !v.is_empty())
-}
+use super::lookup_metadata as lookup;
 
 fn flag(
     req: &HashMap<String, String>,
