@@ -1,6 +1,7 @@
 //! dapr-rs sidecar (`daprd`) as a library, so tests and benchmarks can build
 //! the API routers in-process. The binary is `src/main.rs`.
 
+pub mod actors;
 pub mod api;
 pub mod appchannel;
 pub mod components;
