@@ -9,6 +9,7 @@
 #   MariaDB     127.0.0.1:13306  user root, no password,     database dapr_test
 #   NATS        127.0.0.1:14222  JetStream on, no auth, max_payload 8MB
 #   RabbitMQ    127.0.0.1:15673  AMQP 0-9-1, user guest/guest, node dapr-rs-test, epmd on 127.0.0.1
+#   Mosquitto   127.0.0.1:11883  MQTT 3.1.1/5, anonymous, no persistence
 # Data and logs live under ${DAPR_RS_CACHE:-$HOME/.cache/dapr-rs}/services/<name>/.
 # DAPR_RS_SERVICE_TIMEOUT (default 60) bounds each server's start-up, in seconds.
 #
@@ -27,6 +28,7 @@ PG_BIN=/usr/lib/postgresql/15/bin
 MARIADB_PORT=13306
 NATS_PORT=14222
 RABBITMQ_PORT=15673
+MOSQUITTO_PORT=11883
 TEST_DB=dapr_test
 
 log() { echo "test-services: $*" >&2; }
@@ -324,6 +326,45 @@ ensure_rabbitmq() {
     summary rabbitmq "$state" "amqp://guest:guest@127.0.0.1:$RABBITMQ_PORT"
 }
 
+# -------------------------------------------------------------- mosquitto --
+
+# An MQTT broker answers CONNECT (MQTT 3.1.1, clean session, client id
+# "probe") with CONNACK: first byte 0x20.
+mosquitto_ping() {
+    timeout 3 bash -c 'exec 5<>"/dev/tcp/127.0.0.1/$1" &&
+        printf "\x10\x11\x00\x04MQTT\x04\x02\x00\x0a\x00\x05probe" >&5 &&
+        head -c 1 <&5 | od -An -tx1' _ "$MOSQUITTO_PORT" | grep -q 20
+}
+
+ensure_mosquitto() {
+    [[ -x /usr/sbin/mosquitto ]] || install_pkgs mosquitto
+
+    local dir="$SERVICES_DIR/mosquitto" state=reused
+    if ! mosquitto_ping 2>/dev/null; then
+        state=started
+        local user
+        user=$(id -un)
+        [[ $EUID -ne 0 ]] || user=mosquitto
+        own_dir "$user" "$dir"
+        # Loopback only; anonymous clients; no persistence (throwaway test
+        # data); messages up to 8 MiB (the suite sends 1 MiB bodies).
+        cat >"$dir/mosquitto.conf" <<CONF
+listener $MOSQUITTO_PORT 127.0.0.1
+allow_anonymous true
+persistence false
+message_size_limit 8388608
+max_queued_messages 10000
+log_dest file $dir/mosquitto.log
+pid_file $dir/mosquitto.pid
+user $user
+CONF
+        setsid /usr/sbin/mosquitto -c "$dir/mosquitto.conf" </dev/null >>"$dir/mosquitto.out" 2>&1 &
+        disown
+        wait_for Mosquitto "$dir/mosquitto.out" mosquitto_ping
+    fi
+    summary mosquitto "$state" "mqtt://127.0.0.1:$MOSQUITTO_PORT"
+}
+
 # ------------------------------------------------------------------ python --
 
 ensure_python() {
@@ -347,6 +388,7 @@ main() {
     ensure_mariadb
     ensure_nats
     ensure_rabbitmq
+    ensure_mosquitto
     ensure_python
 }
 
