@@ -5,6 +5,7 @@
 //! typed error, and a `create` function that builds a component from its
 //! `type` and metadata.
 
+pub mod bindings;
 pub mod configuration;
 pub mod duration;
 pub mod lock;
