@@ -17,6 +17,7 @@ use crate::{ComponentMetadata, MetadataError};
 pub mod envelope;
 pub mod jetstream;
 pub mod memory;
+pub mod mqtt;
 pub mod rabbitmq;
 pub mod redis;
 
@@ -26,6 +27,7 @@ pub const SUPPORTED_TYPES: &[&str] = &[
     "pubsub.redis",
     "pubsub.jetstream",
     "pubsub.rabbitmq",
+    "pubsub.mqtt3",
 ];
 
 /// Subscription metadata naming the consumer group (Dapr's `consumerID`).
@@ -182,6 +184,7 @@ pub async fn create(
         "pubsub.jetstream" => Ok(Arc::new(
             jetstream::JetStreamPubSub::connect(metadata).await?,
         )),
+        "pubsub.mqtt3" => Ok(Arc::new(mqtt::MqttPubSub::connect(metadata).await?)),
         other => Err(PubSubError::Unsupported(other.to_owned())),
     }
 }
