@@ -7,6 +7,7 @@
 
 pub mod bindings;
 pub mod configuration;
+pub mod crypto;
 pub mod duration;
 pub mod lock;
 pub mod metadata;
