@@ -337,7 +337,11 @@ pub async fn run(opts: Options) -> anyhow::Result<()> {
     let internal_port = internal.local_addr()?.port();
     {
         let router =
-            tonic::service::Routes::new(invoke::internal::service(invoker.clone(), max_message))
+            tonic::service::Routes::new(invoke::internal::service_with_actors(
+                invoker.clone(),
+                max_message,
+                sidecar.actors.clone(),
+            ))
                 .into_axum_router()
                 .fallback_service(
                     axum::routing::any(grpc_proxy::internal_fallback).with_state(proxy.clone()),
@@ -361,6 +365,13 @@ pub async fn run(opts: Options) -> anyhow::Result<()> {
             ),
         }
     }
+    crate::actors::start_runtime(
+        &opts,
+        &sidecar,
+        &namespace,
+        format!("{advertised_ip}:{internal_port}"),
+        internal_port,
+    )?;
     resolver
         .register(&Instance {
             app_id: opts.app_id.clone(),

@@ -55,6 +55,8 @@ pub struct Sidecar {
     pub registry: Arc<Registry>,
     pub state: StateApi,
     pub invoker: Arc<Invoker>,
+    /// The actor runtime (empty without `--placement-host-address`).
+    pub actors: crate::actors::ActorSlot,
     pub enabled_features: Vec<String>,
     app: AppConnection,
     extended: RwLock<BTreeMap<String, String>>,
@@ -98,6 +100,11 @@ impl Sidecar {
             max_body_size: opts.max_body_size,
             state: StateApi::new(registry.clone(), opts.app_id.clone(), namespace),
             invoker,
+            actors: crate::actors::ActorSlot::new(
+                opts.placement_host_address
+                    .as_deref()
+                    .is_some_and(|a| !a.trim().trim_matches(['"', '\'']).trim().is_empty()),
+            ),
             registry,
             enabled_features,
             app,

@@ -24,13 +24,24 @@ use super::{InvokeRequest, Invoker, headers_to_metadata, metadata_to_headers, ve
 
 pub struct InternalServer {
     invoker: Arc<Invoker>,
+    /// Serves `CallActor` (empty without placement).
+    actors: crate::actors::ActorSlot,
 }
 
 pub fn service(
     invoker: Arc<Invoker>,
     max_message_size: usize,
 ) -> ServiceInvocationServer<InternalServer> {
-    ServiceInvocationServer::new(InternalServer { invoker })
+    service_with_actors(invoker, max_message_size, crate::actors::ActorSlot::default())
+}
+
+/// The internal service, with actor calls served by `actors`.
+pub fn service_with_actors(
+    invoker: Arc<Invoker>,
+    max_message_size: usize,
+    actors: crate::actors::ActorSlot,
+) -> ServiceInvocationServer<InternalServer> {
+    ServiceInvocationServer::new(InternalServer { invoker, actors })
         .max_decoding_message_size(max_message_size)
         .max_encoding_message_size(max_message_size)
 }
@@ -180,6 +191,17 @@ fn app_error(e: crate::appchannel::AppChannelError) -> Status {
 
 #[tonic::async_trait]
 impl ServiceInvocation for InternalServer {
+    /// An actor call routed here by the sidecar that looked up its owner.
+    async fn call_actor(
+        &self,
+        req: Request<internals::InternalInvokeRequest>,
+    ) -> Result<Response<internals::InternalInvokeResponse>, Status> {
+        let rt = self.actors.get().await?;
+        crate::actors::remote::serve(&rt, req.into_inner())
+            .await
+            .map(Response::new)
+    }
+
     /// Unary form, used by callers that buffer (and by Go sidecars for gRPC apps).
     async fn call_local(
         &self,

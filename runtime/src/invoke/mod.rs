@@ -304,6 +304,20 @@ impl Invoker {
         app.call_http(req.verb, &path, &req.headers, req.body).await
     }
 
+    /// A client for another sidecar's internal gRPC port in this namespace
+    /// (actor calls reuse these channels, and their mTLS).
+    pub fn internal_client(
+        &self,
+        address: &str,
+        app_id: &str,
+    ) -> Result<ServiceInvocationClient<Channel>, ApiError> {
+        let target = Target {
+            app_id: app_id.to_owned(),
+            namespace: self.namespace.clone(),
+        };
+        self.client(address, &target)
+    }
+
     fn client(
         &self,
         address: &str,

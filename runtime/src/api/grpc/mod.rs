@@ -1,6 +1,7 @@
 //! Dapr's gRPC API: `dapr.proto.runtime.v1.Dapr` (tonic). Methods not built
 //! yet fall through to the generated default, `Unimplemented`.
 
+mod actors;
 mod configuration;
 mod invoke;
 mod lock;
@@ -59,6 +60,33 @@ pub fn check_token(expected: Option<&str>, req: Request<()>) -> Result<Request<(
 
 #[tonic::async_trait]
 impl Dapr for DaprGrpc {
+    async fn invoke_actor(
+        &self,
+        req: Request<pb::InvokeActorRequest>,
+    ) -> Result<Response<pb::InvokeActorResponse>, Status> {
+        actors::invoke_actor(&self.sidecar, req.into_inner())
+            .await
+            .map(Response::new)
+    }
+
+    async fn get_actor_state(
+        &self,
+        req: Request<pb::GetActorStateRequest>,
+    ) -> Result<Response<pb::GetActorStateResponse>, Status> {
+        actors::get_actor_state(&self.sidecar, req.into_inner())
+            .await
+            .map(Response::new)
+    }
+
+    async fn execute_actor_state_transaction(
+        &self,
+        req: Request<pb::ExecuteActorStateTransactionRequest>,
+    ) -> Result<Response<()>, Status> {
+        actors::execute_actor_state_transaction(&self.sidecar, req.into_inner())
+            .await
+            .map(Response::new)
+    }
+
     /// Deprecated by Dapr in favour of proxying, still used by older SDKs.
     async fn invoke_service(
         &self,

@@ -1,5 +1,6 @@
 //! Dapr's HTTP API (axum).
 
+mod actors;
 mod configuration;
 mod invoke;
 mod lock;
@@ -91,6 +92,18 @@ fn routes(sidecar: Arc<Sidecar>) -> Router {
         .route(
             "/v1.0-alpha1/configuration/{store}/{id}/unsubscribe",
             get(configuration::unsubscribe),
+        )
+        .route(
+            "/v1.0/actors/{actor_type}/{actor_id}/method/{*method}",
+            any(actors::invoke),
+        )
+        .route(
+            "/v1.0/actors/{actor_type}/{actor_id}/state",
+            post(actors::transaction).put(actors::transaction),
+        )
+        .route(
+            "/v1.0/actors/{actor_type}/{actor_id}/state/{key}",
+            get(actors::get_state),
         )
         .route("/v1.0-alpha1/lock/{store}", post(lock::try_lock))
         .route("/v1.0-alpha1/unlock/{store}", post(lock::unlock))
