@@ -99,6 +99,8 @@ pub struct Registry {
     configuration: RwLock<HashMap<String, ConfigurationStoreEntry>>,
     /// Lock stores with their `keyPrefix`.
     locks: RwLock<HashMap<String, LockStoreEntry>>,
+    /// Binding components (the sides their `direction` enables).
+    bindings: RwLock<HashMap<String, crate::bindings::BindingEntry>>,
     /// Live configuration API subscriptions.
     pub configuration_subscriptions: crate::configuration::Subscriptions,
 }
@@ -144,6 +146,34 @@ impl Registry {
 
     pub fn has_lock_stores(&self) -> bool {
         !read(&self.locks).is_empty()
+    }
+
+    pub fn binding(&self, name: &str) -> Option<crate::bindings::BindingEntry> {
+        read(&self.bindings).get(name).cloned()
+    }
+
+    pub fn bindings(&self) -> Vec<(String, crate::bindings::BindingEntry)> {
+        read(&self.bindings)
+            .iter()
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect()
+    }
+
+    /// The resiliency policy for binding `name` (none without a Resiliency
+    /// resource).
+    pub fn binding_policy(
+        &self,
+        name: &str,
+        direction: dapr_policy::resiliency::Direction,
+    ) -> dapr_policy::resiliency::Policy {
+        match read(&self.pubsub_resiliency).as_ref() {
+            Some(r) => r.policy_for_component_kind(
+                name,
+                dapr_policy::resiliency::ComponentKind::Binding,
+                direction,
+            ),
+            None => dapr_policy::resiliency::Policy::none(name),
+        }
     }
 
     pub fn has_secret_stores(&self) -> bool {
@@ -197,6 +227,7 @@ impl Registry {
             .chain(read(&self.pubsubs).values().map(|e| e.info.clone()))
             .chain(read(&self.configuration).values().map(|e| e.1.clone()))
             .chain(read(&self.locks).values().map(|e| e.2.clone()))
+            .chain(read(&self.bindings).values().map(|e| e.info.clone()))
             .collect();
         out.sort_by(|a, b| a.name.cmp(&b.name));
         out
@@ -209,6 +240,7 @@ impl Registry {
         write(&self.pubsubs).remove(name);
         write(&self.configuration).remove(name);
         write(&self.locks).remove(name);
+        write(&self.bindings).remove(name);
         write(&self.definitions).remove(name);
     }
 }
@@ -427,6 +459,9 @@ impl ComponentLoader {
                 .map_err(|e| e.to_string())?;
             let prefix = metadata.get("keyPrefix").unwrap_or_default().to_owned();
             write(&self.registry.locks).insert(name, (store, prefix, info));
+        } else if type_.starts_with("bindings.") {
+            let entry = crate::bindings::build_entry(type_, metadata, info).await?;
+            write(&self.registry.bindings).insert(name, entry);
         } else if type_.starts_with("middleware.http.") {
             // Built by the HTTP pipeline from the Configuration; listed here
             // so the metadata API shows it.

@@ -4,6 +4,7 @@
 pub mod actors;
 pub mod api;
 pub mod appchannel;
+pub mod bindings;
 pub mod components;
 pub mod configuration;
 pub mod error;

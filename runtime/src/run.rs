@@ -231,6 +231,7 @@ pub async fn run(opts: Options) -> anyhow::Result<()> {
     let declarative_subscriptions =
         crate::pubsub::subscriptions::declarative(&resources.others, &opts.app_id)?;
     let subscriptions = Arc::new(crate::pubsub::manager::SubscriptionManager::default());
+    let input_bindings = Arc::new(crate::bindings::input::InputBindingManager::default());
     // HTTPEndpoints after components: their secretKeyRefs read secret stores.
     let endpoints =
         invoke::external::build_all(&resources.http_endpoints, &sidecar.registry, &opts.app_id)
@@ -437,6 +438,12 @@ pub async fn run(opts: Options) -> anyhow::Result<()> {
             _ = sidecar.shutdown.cancelled() => {}
         }
     }
+    if let Some(app) = &invoker.app {
+        tokio::select! {
+            _ = input_bindings.start(&sidecar.registry, app) => {}
+            _ = sidecar.shutdown.cancelled() => {}
+        }
+    }
     sidecar.set_ready();
     tracing::info!(
         app_id = %opts.app_id,
@@ -461,6 +468,7 @@ pub async fn run(opts: Options) -> anyhow::Result<()> {
     }
     sidecar.shutdown.cancel();
     subscriptions.stop_all(opts.graceful_shutdown()).await;
+    input_bindings.stop_all(opts.graceful_shutdown()).await;
     if let Err(e) = resolver.unregister().await {
         tracing::warn!("name resolution: {e}");
     }

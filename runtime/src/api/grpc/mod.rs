@@ -2,6 +2,7 @@
 //! yet fall through to the generated default, `Unimplemented`.
 
 mod actors;
+mod bindings;
 mod configuration;
 mod invoke;
 mod lock;
@@ -271,6 +272,13 @@ impl Dapr for DaprGrpc {
             &self.sidecar,
             req.into_inner(),
         )))
+    }
+
+    async fn invoke_binding(
+        &self,
+        req: Request<pb::InvokeBindingRequest>,
+    ) -> Result<Response<pb::InvokeBindingResponse>, Status> {
+        bindings::invoke_binding(&self.sidecar, req).await
     }
 
     async fn try_lock_alpha1(

@@ -1,6 +1,7 @@
 //! Dapr's HTTP API (axum).
 
 mod actors;
+mod bindings;
 mod configuration;
 mod invoke;
 mod lock;
@@ -104,6 +105,10 @@ fn routes(sidecar: Arc<Sidecar>) -> Router {
         .route(
             "/v1.0/actors/{actor_type}/{actor_id}/state/{key}",
             get(actors::get_state),
+        )
+        .route(
+            "/v1.0/bindings/{name}",
+            post(bindings::invoke).put(bindings::invoke),
         )
         .route("/v1.0-alpha1/lock/{store}", post(lock::try_lock))
         .route("/v1.0-alpha1/unlock/{store}", post(lock::unlock))
