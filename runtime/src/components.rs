@@ -63,6 +63,8 @@ pub struct StateStoreEntry {
     pub store: Arc<dyn StateStore>,
     pub prefix: KeyPrefix,
     pub info: ComponentInfo,
+    /// Transactional outbox settings (`outboxPublishPubsub`, ...).
+    pub outbox: Option<Arc<crate::pubsub::outbox::OutboxConfig>>,
 }
 
 #[derive(Clone)]
@@ -425,6 +427,7 @@ impl ComponentLoader {
                 store,
                 prefix: KeyPrefix::parse(metadata.get("keyPrefix")),
                 info,
+                outbox: crate::pubsub::outbox::OutboxConfig::from_metadata(metadata).map(Arc::new),
             };
             write(&self.registry.secrets).remove(&name);
             write(&self.registry.state).insert(name, entry);

@@ -231,6 +231,9 @@ pub async fn run(opts: Options) -> anyhow::Result<()> {
     let declarative_subscriptions =
         crate::pubsub::subscriptions::declarative(&resources.others, &opts.app_id)?;
     let subscriptions = Arc::new(crate::pubsub::manager::SubscriptionManager::default());
+    subscriptions
+        .start_outbox(&sidecar.registry, &opts.app_id, &namespace)
+        .await;
     let input_bindings = Arc::new(crate::bindings::input::InputBindingManager::default());
     // HTTPEndpoints after components: their secretKeyRefs read secret stores.
     let endpoints =
@@ -337,16 +340,15 @@ pub async fn run(opts: Options) -> anyhow::Result<()> {
     .await?;
     let internal_port = internal.local_addr()?.port();
     {
-        let router =
-            tonic::service::Routes::new(invoke::internal::service_with_actors(
-                invoker.clone(),
-                max_message,
-                sidecar.actors.clone(),
-            ))
-                .into_axum_router()
-                .fallback_service(
-                    axum::routing::any(grpc_proxy::internal_fallback).with_state(proxy.clone()),
-                );
+        let router = tonic::service::Routes::new(invoke::internal::service_with_actors(
+            invoker.clone(),
+            max_message,
+            sidecar.actors.clone(),
+        ))
+        .into_axum_router()
+        .fallback_service(
+            axum::routing::any(grpc_proxy::internal_fallback).with_state(proxy.clone()),
+        );
         match &mtls {
             Some(m) => {
                 let config = Arc::new(m.internal_server_config()?);

@@ -311,6 +311,23 @@ impl StateApi {
         if ops.is_empty() {
             return Ok(());
         }
+        // Transactional outbox: the events go out only if this commits.
+        let ops = match &entry.outbox {
+            Some(outbox) => crate::pubsub::outbox::publish_internal(
+                &self.registry,
+                outbox,
+                &self.app_id,
+                &self.namespace,
+                ops,
+                &crate::pubsub::new_traceparent(),
+            )
+            .await
+            .map_err(|e| ApiError::StateTransaction {
+                store: store_name.to_owned(),
+                source: StateError::Backend(e.to_string()),
+            })?,
+            None => ops,
+        };
         entry
             .store
             .transact(&ops)

@@ -817,3 +817,352 @@ async fn measure_publish_to_delivery() {
         let _ = child.wait();
     }
 }
+
+/// Bulk subscribe (`bulkSubscribe.enabled`): batches of CloudEvents in one
+/// call per route, each entry acked on its own status.
+mod bulk {
+    use super::*;
+    use dapr_rs_proto::runtime as pb;
+    use dapr_rs_proto::server::{
+        app_callback_alpha_server::{AppCallbackAlpha, AppCallbackAlphaServer},
+        app_callback_server::{AppCallback, AppCallbackServer},
+    };
+    use pb::topic_event_response::TopicEventResponseStatus as Status;
+
+    /// What the app answers for event `n`: 1 → RETRY the first time, 2 →
+    /// DROP, else SUCCESS.
+    fn verdict(n: i64, seen: &Mutex<HashMap<String, usize>>, id: &str) -> &'static str {
+        let times = {
+            let mut s = seen.lock().unwrap();
+            let c = s.entry(id.to_owned()).or_default();
+            *c += 1;
+            *c
+        };
+        match (n, times) {
+            (1, 1) => "RETRY",
+            (2, _) => "DROP",
+            _ => "SUCCESS",
+        }
+    }
+
+    fn redis_component() -> String {
+        component_yaml(
+            "pubsub",
+            "pubsub.redis",
+            &[
+                ("redisHost", &redis_addr()),
+                ("processingTimeout", "1s"),
+                ("redeliverInterval", "300ms"),
+            ],
+        )
+    }
+
+    /// Publishes `{"n":0..5}` in one bulk call.
+    async fn publish_five(daprd: &Daprd, t: &str) {
+        let entries: Vec<Value> = (0..5)
+            .map(|i| json!({"entryId": i.to_string(), "event": {"n": i}, "contentType": "application/json"}))
+            .collect();
+        let r = http(
+            "POST",
+            &daprd.url(&format!("/v1.0-alpha1/publish/bulk/pubsub/{t}")),
+            &serde_json::to_string(&entries).unwrap(),
+        )
+        .await;
+        assert_eq!(r.status, 204, "{}", r.text());
+    }
+
+    /// Collects (n, status) answers until `want` many arrived, and the
+    /// dead-letter topic's events until `dlq_want` many did; then checks
+    /// that nothing more comes (acked entries stay acked).
+    async fn collect(
+        rx: &mut mpsc::UnboundedReceiver<(i64, &'static str)>,
+        dlq: &mut mpsc::UnboundedReceiver<i64>,
+        want: usize,
+        dlq_want: usize,
+        daprd: &Daprd,
+    ) -> (Vec<(i64, &'static str)>, Vec<i64>) {
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+        let mut answers = Vec::new();
+        while answers.len() < want {
+            match tokio::time::timeout_at(deadline, rx.recv()).await {
+                Ok(Some(a)) => answers.push(a),
+                _ => panic!(
+                    "bulk deliveries incomplete: {answers:?}; daprd logs:\n{}",
+                    daprd.logs()
+                ),
+            }
+        }
+        let mut dropped = Vec::new();
+        while dropped.len() < dlq_want {
+            match tokio::time::timeout_at(deadline, dlq.recv()).await {
+                Ok(Some(n)) => dropped.push(n),
+                _ => panic!("dead-letter topic got only {dropped:?}"),
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(1500)).await;
+        while let Ok(a) = rx.try_recv() {
+            answers.push(a);
+        }
+        while let Ok(n) = dlq.try_recv() {
+            dropped.push(n);
+        }
+        answers.sort();
+        dropped.sort();
+        (answers, dropped)
+    }
+
+    /// HTTP app: the bulk envelope arrives at the route with Dapr's fields;
+    /// with a dead-letter topic, the DROPped entry and (as in Dapr, which
+    /// sends a bulk's failed entries there rather than back to the broker)
+    /// the RETRYed one go to it, the others are acked.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn http_app_gets_batches_with_per_entry_statuses() {
+        let t = topic("bulk");
+        let dlq_topic = topic("bulk-dlq");
+        let subs = json!([
+            {"pubsubname": "pubsub", "topic": t, "route": "/bulk", "deadLetterTopic": dlq_topic,
+             "bulkSubscribe": {"enabled": true, "maxMessagesCount": 10, "maxAwaitDurationMs": 300}},
+            {"pubsubname": "pubsub", "topic": dlq_topic, "route": "/dlq"}
+        ]);
+        #[derive(Clone)]
+        struct S {
+            subs: Value,
+            answers: mpsc::UnboundedSender<(i64, &'static str)>,
+            envelopes: mpsc::UnboundedSender<Value>,
+            dlq: mpsc::UnboundedSender<i64>,
+            seen: Arc<Mutex<HashMap<String, usize>>>,
+        }
+        async fn subscribe(State(s): State<S>) -> Json<Value> {
+            Json(s.subs.clone())
+        }
+        async fn deliver(State(s): State<S>, req: Request) -> Response {
+            let path = req.uri().path().to_owned();
+            let body = req.into_body().collect().await.unwrap().to_bytes();
+            let v: Value = serde_json::from_slice(&body).unwrap_or(Value::Null);
+            if path == "/dlq" {
+                let _ = s.dlq.send(v["data"]["n"].as_i64().unwrap_or(-1));
+                return StatusCode::OK.into_response();
+            }
+            let _ = s.envelopes.send(v.clone());
+            let statuses: Vec<Value> = v["entries"]
+                .as_array()
+                .cloned()
+                .unwrap_or_default()
+                .iter()
+                .map(|e| {
+                    let n = e["event"]["data"]["n"].as_i64().unwrap_or(-1);
+                    let status = verdict(n, &s.seen, e["event"]["id"].as_str().unwrap_or_default());
+                    let _ = s.answers.send((n, status));
+                    json!({"entryId": e["entryId"], "status": status})
+                })
+                .collect();
+            Json(json!({"statuses": statuses})).into_response()
+        }
+        let (answers, mut answers_rx) = mpsc::unbounded_channel();
+        let (envelopes, mut envelopes_rx) = mpsc::unbounded_channel();
+        let (dlq, mut dlq_rx) = mpsc::unbounded_channel();
+        let state = S {
+            subs,
+            answers,
+            envelopes,
+            dlq,
+            seen: Arc::default(),
+        };
+        let app = Router::new()
+            .route("/dapr/subscribe", get(subscribe))
+            .fallback(deliver)
+            .with_state(state);
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = listener.local_addr().unwrap().port();
+        tokio::spawn(async move {
+            let _ = axum::serve(listener, app).await;
+        });
+        let dir = tempfile::tempdir().unwrap();
+        write_resource(dir.path(), "pubsub.yaml", &redis_component());
+        let daprd = DaprdBuilder::new("bulk-http")
+            .resources(dir.path())
+            .arg("--app-port")
+            .arg(port.to_string())
+            .start()
+            .await;
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        publish_five(&daprd, &t).await;
+        let (answers, dropped) = collect(&mut answers_rx, &mut dlq_rx, 5, 2, &daprd).await;
+        assert_eq!(
+            answers,
+            [
+                (0, "SUCCESS"),
+                (1, "RETRY"),
+                (2, "DROP"),
+                (3, "SUCCESS"),
+                (4, "SUCCESS")
+            ]
+        );
+        assert_eq!(dropped, [1, 2]);
+        let first = envelopes_rx.recv().await.unwrap();
+        assert_eq!(first["type"], "com.dapr.event.sent.bulk");
+        assert_eq!(
+            (first["topic"].as_str(), first["pubsubname"].as_str()),
+            (Some(t.as_str()), Some("pubsub"))
+        );
+        assert!(!first["id"].as_str().unwrap_or_default().is_empty());
+        let entries = first["entries"].as_array().unwrap();
+        assert!(entries.len() >= 2, "not batched: {first}");
+        for e in entries {
+            assert!(!e["entryId"].as_str().unwrap_or_default().is_empty());
+            assert_eq!(e["contentType"], "application/cloudevents+json");
+            assert_eq!(e["event"]["topic"], t.as_str());
+            assert_eq!(e["event"]["source"], "bulk-http");
+        }
+    }
+
+    #[derive(Clone)]
+    struct GrpcApp {
+        topic: String,
+        answers: mpsc::UnboundedSender<(i64, &'static str)>,
+        dlq: mpsc::UnboundedSender<i64>,
+        batch_sizes: mpsc::UnboundedSender<usize>,
+        seen: Arc<Mutex<HashMap<String, usize>>>,
+    }
+
+    #[tonic::async_trait]
+    impl AppCallback for GrpcApp {
+        async fn list_topic_subscriptions(
+            &self,
+            _req: tonic::Request<()>,
+        ) -> Result<tonic::Response<pb::ListTopicSubscriptionsResponse>, tonic::Status> {
+            Ok(tonic::Response::new(pb::ListTopicSubscriptionsResponse {
+                subscriptions: vec![
+                    pb::TopicSubscription {
+                        pubsub_name: "pubsub".into(),
+                        topic: self.topic.clone(),
+                        bulk_subscribe: Some(pb::BulkSubscribeConfig {
+                            enabled: true,
+                            max_messages_count: 10,
+                            max_await_duration_ms: 300,
+                        }),
+                        ..Default::default()
+                    },
+                    pb::TopicSubscription {
+                        pubsub_name: "pubsub".into(),
+                        topic: format!("{}-dlq", self.topic),
+                        ..Default::default()
+                    },
+                ],
+            }))
+        }
+
+        async fn on_topic_event(
+            &self,
+            req: tonic::Request<pb::TopicEventRequest>,
+        ) -> Result<tonic::Response<pb::TopicEventResponse>, tonic::Status> {
+            let e = req.into_inner();
+            let v: Value = serde_json::from_slice(&e.data).unwrap_or(Value::Null);
+            let _ = self.dlq.send(v["n"].as_i64().unwrap_or(-1));
+            Ok(tonic::Response::new(pb::TopicEventResponse {
+                status: Status::Success as i32,
+            }))
+        }
+    }
+
+    /// Only the Alpha1 bulk callback: daprd falls back to it after
+    /// `OnBulkTopicEvent` answers Unimplemented, as Dapr does.
+    #[tonic::async_trait]
+    impl AppCallbackAlpha for GrpcApp {
+        async fn on_bulk_topic_event_alpha1(
+            &self,
+            req: tonic::Request<pb::TopicEventBulkRequest>,
+        ) -> Result<tonic::Response<pb::TopicEventBulkResponse>, tonic::Status> {
+            let r = req.into_inner();
+            assert_eq!(r.r#type, "com.dapr.event.sent.bulk");
+            assert_eq!(
+                (r.topic.as_str(), r.pubsub_name.as_str()),
+                (self.topic.as_str(), "pubsub")
+            );
+            let _ = self.batch_sizes.send(r.entries.len());
+            let statuses = r
+                .entries
+                .iter()
+                .map(|e| {
+                    let Some(pb::topic_event_bulk_request_entry::Event::CloudEvent(ce)) = &e.event
+                    else {
+                        panic!("expected a CloudEvent entry: {e:?}");
+                    };
+                    let v: Value = serde_json::from_slice(&ce.data).unwrap_or(Value::Null);
+                    let n = v["n"].as_i64().unwrap_or(-1);
+                    let status = verdict(n, &self.seen, &ce.id);
+                    let _ = self.answers.send((n, status));
+                    let status = match status {
+                        "RETRY" => Status::Retry,
+                        "DROP" => Status::Drop,
+                        _ => Status::Success,
+                    };
+                    pb::TopicEventBulkResponseEntry {
+                        entry_id: e.entry_id.clone(),
+                        status: status as i32,
+                    }
+                })
+                .collect();
+            Ok(tonic::Response::new(pb::TopicEventBulkResponse {
+                statuses,
+            }))
+        }
+    }
+
+    /// gRPC app: `OnBulkTopicEventAlpha1` gets the batch as CloudEvent
+    /// entries; without a dead-letter topic only the RETRYed entry comes
+    /// back (broker redelivery), DROP acks.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn grpc_app_gets_batches_with_per_entry_statuses() {
+        let t = topic("bulkgrpc");
+        let (answers, mut answers_rx) = mpsc::unbounded_channel();
+        let (dlq, mut dlq_rx) = mpsc::unbounded_channel();
+        let (batch_sizes, mut sizes_rx) = mpsc::unbounded_channel();
+        let app = GrpcApp {
+            topic: t.clone(),
+            answers,
+            dlq,
+            batch_sizes,
+            seen: Arc::default(),
+        };
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = listener.local_addr().unwrap().port();
+        tokio::spawn(async move {
+            let incoming = tonic::transport::server::TcpIncoming::from(listener);
+            let _ = tonic::transport::Server::builder()
+                .add_service(AppCallbackServer::new(app.clone()))
+                .add_service(AppCallbackAlphaServer::new(app))
+                .serve_with_incoming(incoming)
+                .await;
+        });
+        let dir = tempfile::tempdir().unwrap();
+        write_resource(dir.path(), "pubsub.yaml", &redis_component());
+        let daprd = DaprdBuilder::new("bulk-grpc")
+            .resources(dir.path())
+            .arg("--app-port")
+            .arg(port.to_string())
+            .arg("--app-protocol")
+            .arg("grpc")
+            .start()
+            .await;
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        publish_five(&daprd, &t).await;
+        let (answers, dropped) = collect(&mut answers_rx, &mut dlq_rx, 6, 0, &daprd).await;
+        assert_eq!(
+            answers,
+            [
+                (0, "SUCCESS"),
+                (1, "RETRY"),
+                (1, "SUCCESS"),
+                (2, "DROP"),
+                (3, "SUCCESS"),
+                (4, "SUCCESS")
+            ]
+        );
+        assert!(dropped.is_empty(), "no dead-letter topic, yet {dropped:?}");
+        assert!(
+            sizes_rx.recv().await.unwrap() >= 2,
+            "the first batch was not batched"
+        );
+    }
+}

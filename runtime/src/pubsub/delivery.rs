@@ -82,7 +82,7 @@ pub struct Deliverer {
 
 impl Deliverer {
     /// The CloudEvent and the bytes sent to an HTTP app.
-    fn cloud_event(&self, msg: &Message) -> Result<(Map<String, Value>, Bytes), String> {
+    pub(super) fn cloud_event(&self, msg: &Message) -> Result<(Map<String, Value>, Bytes), String> {
         if self.raw_payload {
             let mut event = ce::from_raw_payload(&msg.data, &self.topic, &self.pubsub_name);
             for key in [ce::TRACE_ID, ce::TRACE_PARENT, ce::TRACE_STATE] {
@@ -100,7 +100,7 @@ impl Deliverer {
         }
     }
 
-    async fn to_dead_letter(&self, msg: &Message) -> Result<(), HandlerError> {
+    pub(super) async fn to_dead_letter(&self, msg: &Message) -> Result<(), HandlerError> {
         if self.dead_letter_topic.is_empty() {
             return Ok(());
         }
@@ -120,7 +120,7 @@ impl Deliverer {
 
     /// Waits while the app's health checks fail: nothing is delivered to an
     /// unhealthy app (the message stays unacknowledged meanwhile).
-    async fn wait_healthy(&self) {
+    pub(super) async fn wait_healthy(&self) {
         while !self.app.health.is_healthy() {
             tokio::time::sleep(Duration::from_millis(100)).await;
         }

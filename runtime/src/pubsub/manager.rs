@@ -3,11 +3,12 @@
 
 use std::{collections::HashSet, sync::Arc, time::Duration};
 
-use dapr_components::pubsub::{SubscribeRequest, Subscription};
+use dapr_components::pubsub::{MessageHandler, SubscribeRequest, Subscription};
 use dapr_policy::resiliency::Direction;
 use tokio::sync::Mutex;
 
 use super::{
+    bulk::BulkDeliverer,
     delivery::{Deliverer, app_callback_client},
     subscriptions::{self, TopicSubscription},
     truthy,
@@ -25,6 +26,9 @@ pub struct ActiveSubscription {
 #[derive(Default)]
 pub struct SubscriptionManager {
     running: Mutex<Vec<(ActiveSubscription, Subscription)>>,
+    /// daprd's own subscriptions (outbox internal topics): not the app's,
+    /// so not listed by the metadata API.
+    internal: Mutex<Vec<Subscription>>,
 }
 
 impl SubscriptionManager {
@@ -80,9 +84,6 @@ impl SubscriptionManager {
                 sub.topic
             ));
         }
-        if sub.bulk.is_some() {
-            tracing::warn!(topic = %sub.topic, "bulkSubscribe is not supported yet; events are delivered one by one");
-        }
         let raw_payload = truthy(&sub.metadata, super::RAW_PAYLOAD)?;
         let grpc = match app.protocol {
             AppProtocol::Grpc => Some(app_callback_client(app)?),
@@ -99,6 +100,10 @@ impl SubscriptionManager {
             policy: registry.pubsub_policy(&sub.pubsub, Direction::Inbound),
             grpc,
         };
+        let handler: Arc<dyn MessageHandler> = match sub.bulk {
+            Some(settings) => Arc::new(BulkDeliverer::new(deliverer, settings)),
+            None => Arc::new(deliverer),
+        };
         entry
             .pubsub
             .subscribe(
@@ -107,7 +112,7 @@ impl SubscriptionManager {
                     consumer_group: app_id.to_owned(),
                     metadata: sub.metadata,
                 },
-                Arc::new(deliverer),
+                handler,
             )
             .await
             .map_err(|e| e.to_string())
@@ -122,9 +127,27 @@ impl SubscriptionManager {
             .collect()
     }
 
+    /// Subscribes daprd to the transactional outbox's internal topics (no
+    /// app needed: the relay only moves events between topics).
+    pub async fn start_outbox(&self, registry: &Arc<Registry>, app_id: &str, namespace: &str) {
+        let subs = super::outbox::subscribe_internal(registry, app_id, namespace).await;
+        self.internal
+            .lock()
+            .await
+            .extend(subs.into_iter().map(|(_, s)| s));
+    }
+
     /// Stops taking messages; deliveries in flight get up to `grace`.
     pub async fn stop_all(&self, grace: Duration) {
         let running = std::mem::take(&mut *self.running.lock().await);
-        futures::future::join_all(running.into_iter().map(|(_, s)| s.stop(grace))).await;
+        let internal = std::mem::take(&mut *self.internal.lock().await);
+        futures::future::join_all(
+            running
+                .into_iter()
+                .map(|(_, s)| s)
+                .chain(internal)
+                .map(|s| s.stop(grace)),
+        )
+        .await;
     }
 }

@@ -2,9 +2,11 @@
 //! by the HTTP and gRPC APIs, and the subscriptions that deliver broker
 //! messages to the app.
 
+pub mod bulk;
 pub mod delivery;
 pub mod error;
 pub mod manager;
+pub mod outbox;
 pub mod routing;
 pub mod scopes;
 pub mod streaming;
