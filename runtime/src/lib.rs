@@ -21,3 +21,4 @@ pub mod run;
 pub mod secrets;
 pub mod sidecar;
 pub mod state;
+pub mod workflow;

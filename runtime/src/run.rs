@@ -228,6 +228,11 @@ pub async fn run(opts: Options) -> anyhow::Result<()> {
             configuration.as_ref(),
         )?);
     loader.load_all(&components).await?;
+    if let Some(engine) =
+        crate::workflow::start(&sidecar.registry, &opts.app_id, &namespace).await?
+    {
+        sidecar.workflows.set(engine);
+    }
     let declarative_subscriptions =
         crate::pubsub::subscriptions::declarative(&resources.others, &opts.app_id)?;
     let subscriptions = Arc::new(crate::pubsub::manager::SubscriptionManager::default());
@@ -317,7 +322,14 @@ pub async fn run(opts: Options) -> anyhow::Result<()> {
         let addr = SocketAddr::new(*ip, opts.dapr_grpc_port);
         let listener = bind(addr, "gRPC API").await?;
         // Dapr's services, plus proxying of any other service to `dapr-app-id`.
-        let router = tonic::service::Routes::new(api::grpc::service(sidecar.clone()))
+        let mut grpc_routes = tonic::service::Routes::new(api::grpc::service(sidecar.clone()));
+        if let Ok(engine) = sidecar.workflows.get() {
+            grpc_routes = grpc_routes.add_service(api::grpc::workflow::task_hub(
+                engine.clone(),
+                sidecar.api_token.clone(),
+            ));
+        }
+        let router = grpc_routes
             .into_axum_router()
             .fallback_service(
                 axum::routing::any(grpc_proxy::api_fallback).with_state(proxy.clone()),

@@ -57,6 +57,8 @@ pub struct Sidecar {
     pub invoker: Arc<Invoker>,
     /// The actor runtime (empty without `--placement-host-address`).
     pub actors: crate::actors::ActorSlot,
+    /// The workflow engine, once started on the actor state store.
+    pub workflows: crate::workflow::WorkflowSlot,
     pub enabled_features: Vec<String>,
     app: AppConnection,
     extended: RwLock<BTreeMap<String, String>>,
@@ -105,6 +107,7 @@ impl Sidecar {
                     .as_deref()
                     .is_some_and(|a| !a.trim().trim_matches(['"', '\'']).trim().is_empty()),
             ),
+            workflows: Default::default(),
             registry,
             enabled_features,
             app,

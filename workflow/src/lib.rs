@@ -14,3 +14,13 @@ pub mod proto {
     #![allow(clippy::all, missing_docs, unused_qualifications)]
     include!(concat!(env!("OUT_DIR"), "/_.rs"));
 }
+
+pub mod engine;
+pub mod error;
+pub mod service;
+pub mod store;
+
+pub use engine::{Engine, InstanceStatus, StartRequest, status_name};
+pub use error::WorkflowError;
+pub use service::TaskHubService;
+pub use store::WorkflowStore;

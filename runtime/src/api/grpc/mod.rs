@@ -9,6 +9,7 @@ mod lock;
 mod pubsub;
 mod secrets;
 mod state;
+pub mod workflow;
 
 use std::sync::Arc;
 
@@ -342,6 +343,104 @@ impl Dapr for DaprGrpc {
         let req = req.into_inner();
         self.sidecar.set_extended(req.key, req.value);
         Ok(Response::new(()))
+    }
+
+    async fn start_workflow_alpha1(
+        &self,
+        req: Request<pb::StartWorkflowRequest>,
+    ) -> Result<Response<pb::StartWorkflowResponse>, Status> {
+        workflow::start(&self.sidecar, req.into_inner()).await
+    }
+
+    async fn get_workflow_alpha1(
+        &self,
+        req: Request<pb::GetWorkflowRequest>,
+    ) -> Result<Response<pb::GetWorkflowResponse>, Status> {
+        workflow::get(&self.sidecar, req.into_inner()).await
+    }
+
+    async fn terminate_workflow_alpha1(
+        &self,
+        req: Request<pb::TerminateWorkflowRequest>,
+    ) -> Result<Response<()>, Status> {
+        workflow::terminate(&self.sidecar, req.into_inner()).await
+    }
+
+    async fn raise_event_workflow_alpha1(
+        &self,
+        req: Request<pb::RaiseEventWorkflowRequest>,
+    ) -> Result<Response<()>, Status> {
+        workflow::raise_event(&self.sidecar, req.into_inner()).await
+    }
+
+    async fn pause_workflow_alpha1(
+        &self,
+        req: Request<pb::PauseWorkflowRequest>,
+    ) -> Result<Response<()>, Status> {
+        workflow::pause(&self.sidecar, req.into_inner()).await
+    }
+
+    async fn resume_workflow_alpha1(
+        &self,
+        req: Request<pb::ResumeWorkflowRequest>,
+    ) -> Result<Response<()>, Status> {
+        workflow::resume(&self.sidecar, req.into_inner()).await
+    }
+
+    async fn purge_workflow_alpha1(
+        &self,
+        req: Request<pb::PurgeWorkflowRequest>,
+    ) -> Result<Response<()>, Status> {
+        workflow::purge(&self.sidecar, req.into_inner()).await
+    }
+
+    async fn start_workflow_beta1(
+        &self,
+        req: Request<pb::StartWorkflowRequest>,
+    ) -> Result<Response<pb::StartWorkflowResponse>, Status> {
+        workflow::start(&self.sidecar, req.into_inner()).await
+    }
+
+    async fn get_workflow_beta1(
+        &self,
+        req: Request<pb::GetWorkflowRequest>,
+    ) -> Result<Response<pb::GetWorkflowResponse>, Status> {
+        workflow::get(&self.sidecar, req.into_inner()).await
+    }
+
+    async fn terminate_workflow_beta1(
+        &self,
+        req: Request<pb::TerminateWorkflowRequest>,
+    ) -> Result<Response<()>, Status> {
+        workflow::terminate(&self.sidecar, req.into_inner()).await
+    }
+
+    async fn raise_event_workflow_beta1(
+        &self,
+        req: Request<pb::RaiseEventWorkflowRequest>,
+    ) -> Result<Response<()>, Status> {
+        workflow::raise_event(&self.sidecar, req.into_inner()).await
+    }
+
+    async fn pause_workflow_beta1(
+        &self,
+        req: Request<pb::PauseWorkflowRequest>,
+    ) -> Result<Response<()>, Status> {
+        workflow::pause(&self.sidecar, req.into_inner()).await
+    }
+
+    async fn resume_workflow_beta1(
+        &self,
+        req: Request<pb::ResumeWorkflowRequest>,
+    ) -> Result<Response<()>, Status> {
+        workflow::resume(&self.sidecar, req.into_inner()).await
+    }
+
+    async fn purge_workflow_beta1(
+        &self,
+        req: Request<pb::PurgeWorkflowRequest>,
+    ) -> Result<Response<()>, Status> {
+        workflow::purge(&self.sidecar, req.into_inner()).await
     }
 
     async fn shutdown(&self, _req: Request<pb::ShutdownRequest>) -> Result<Response<()>, Status> {

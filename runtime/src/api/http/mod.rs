@@ -9,6 +9,7 @@ mod pubsub;
 mod secrets;
 mod state;
 mod system;
+mod workflow;
 
 use std::{collections::HashMap, sync::Arc};
 
@@ -125,6 +126,7 @@ fn routes(sidecar: Arc<Sidecar>) -> Router {
             "/v1.0/publish/bulk/{pubsub}/{*topic}",
             post(pubsub::bulk_publish),
         )
+        .merge(workflow::routes())
         .fallback(fallback)
         .layer(axum::extract::DefaultBodyLimit::max(limit))
         .with_state(sidecar)

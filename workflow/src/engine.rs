@@ -1,0 +1,1720 @@
+//! The workflow engine: instances, turns, activities, timers and messages.
+//!
+//! An instance advances in *turns*: the engine hands a worker the instance's
+//! history plus the events waiting in its inbox, the worker replays the
+//! workflow function and answers with actions (schedule an activity, create
+//! a timer, start a child, complete...). The engine turns those actions into
+//! history events and persists them, with the consumed inbox, in one
+//! transaction, and only then lets their effects happen: activities are
+//! dispatched, timers armed, and messages for other instances delivered.
+//! Everything that is still owed after a crash (unfinished activities, armed
+//! timers, undelivered messages, unread inbox) is derived again from the
+//! stored state on start (`Engine::recover`), so a daprd or app crash at any
+//! point resumes where it left off, and an activity runs again only when its
+//! result was never persisted.
+//!
+//! Concurrency: each instance has one async lock and at most one turn in
+//! flight; no code path holds two instance locks at once (messages to other
+//! instances are delivered after the sender's lock is released), so there is
+//! no lock ordering to get wrong.
+
+use std::{
+    collections::{BTreeMap, HashMap, HashSet, VecDeque},
+    sync::{
+        Arc, Mutex as StdMutex,
+        atomic::{AtomicU64, Ordering},
+    },
+    time::{Duration, SystemTime, UNIX_EPOCH},
+};
+
+use tokio::sync::{Mutex, Notify, mpsc, watch};
+use tonic::Status;
+use tracing::{debug, warn};
+
+use crate::{
+    error::{WorkflowError, validate_instance_id},
+    proto::{
+        ActivityRequest, ActivityResponse, ChildWorkflowInstanceCompletedEvent,
+        ChildWorkflowInstanceCreatedEvent, ChildWorkflowInstanceFailedEvent, EventRaisedEvent,
+        EventSentEvent, ExecutionCompletedEvent, ExecutionResumedEvent, ExecutionStartedEvent,
+        ExecutionSuspendedEvent, ExecutionTerminatedEvent, HistoryEvent, OrchestrationStatus,
+        ParentInstanceInfo, TaskCompletedEvent, TaskFailedEvent, TaskFailureDetails,
+        TaskRouter, TaskScheduledEvent, TimerCreatedEvent, TimerFiredEvent, WorkItem,
+        WorkflowInstance, WorkflowRequest, WorkflowResponse, WorkflowStartedEvent, WorkflowState,
+        history_event::EventType, timer_created_event, work_item, workflow_action,
+    },
+    store::{
+        Batch, ChildStart, InboxEntry, IndexEntry, IndexShard, InstanceRecord, OutgoingMessage,
+        SHARDS, StoreError, WorkflowStore,
+    },
+};
+
+/// How many message dedup keys an instance remembers.
+const RECEIVED_MEMORY: usize = 512;
+/// Work items buffered per connected worker before the engine waits.
+const WORKER_BUFFER: usize = 64;
+
+/// What a new instance starts with.
+#[derive(Debug, Clone, Default)]
+pub struct StartRequest {
+    /// Empty: a random UUID is used.
+    pub instance_id: String,
+    pub name: String,
+    pub input: Option<String>,
+    pub scheduled_start: Option<SystemTime>,
+    pub tags: HashMap<String, String>,
+}
+
+/// A snapshot of an instance for status queries.
+#[derive(Debug, Clone)]
+pub struct InstanceStatus {
+    pub instance_id: String,
+    pub name: String,
+    pub status: OrchestrationStatus,
+    pub created: Option<prost_types::Timestamp>,
+    pub last_updated: Option<prost_types::Timestamp>,
+    pub completed: Option<prost_types::Timestamp>,
+    pub input: Option<String>,
+    pub output: Option<String>,
+    pub custom_status: Option<String>,
+    pub failure: Option<TaskFailureDetails>,
+    pub execution_id: String,
+    pub parent_instance_id: Option<String>,
+    pub scheduled_start: Option<prost_types::Timestamp>,
+    pub tags: HashMap<String, String>,
+}
+
+impl InstanceStatus {
+    /// The Durable Task `WorkflowState` message.
+    pub fn to_proto(&self, with_payloads: bool) -> WorkflowState {
+        WorkflowState {
+            instance_id: self.instance_id.clone(),
+            name: self.name.clone(),
+            workflow_status: self.status as i32,
+            scheduled_start_timestamp: self.scheduled_start,
+            created_timestamp: self.created,
+            last_updated_timestamp: self.last_updated,
+            completed_timestamp: self.completed,
+            input: self.input.clone().filter(|_| with_payloads),
+            output: self.output.clone().filter(|_| with_payloads),
+            custom_status: self.custom_status.clone(),
+            failure_details: self.failure.clone(),
+            execution_id: Some(self.execution_id.clone()),
+            parent_instance_id: self.parent_instance_id.clone(),
+            tags: self.tags.clone(),
+            ..Default::default()
+        }
+    }
+}
+
+/// Terminal statuses: the instance will not run again.
+pub fn is_terminal(status: i32) -> bool {
+    matches!(
+        OrchestrationStatus::try_from(status),
+        Ok(OrchestrationStatus::Completed
+            | OrchestrationStatus::Failed
+            | OrchestrationStatus::Terminated
+            | OrchestrationStatus::Canceled)
+    )
+}
+
+fn now_ts() -> prost_types::Timestamp {
+    prost_types::Timestamp::from(SystemTime::now())
+}
+
+fn to_system_time(ts: &prost_types::Timestamp) -> SystemTime {
+    let secs = u64::try_from(ts.seconds).unwrap_or(0);
+    let nanos = u32::try_from(ts.nanos).unwrap_or(0);
+    UNIX_EPOCH + Duration::new(secs, nanos)
+}
+
+fn event(event_id: i32, event_type: EventType) -> HistoryEvent {
+    HistoryEvent {
+        event_id,
+        timestamp: Some(now_ts()),
+        router: None,
+        event_type: Some(event_type),
+    }
+}
+
+/// Per-instance state held in memory while the instance is in use.
+struct Slot {
+    state: Mutex<SlotState>,
+    /// Status changes, for `WaitForInstanceStart/Completion`.
+    status: watch::Sender<Option<i32>>,
+}
+
+#[derive(Default)]
+struct SlotState {
+    loaded: bool,
+    record: Option<InstanceRecord>,
+    history: Vec<HistoryEvent>,
+    turn: Option<TurnInFlight>,
+}
+
+struct TurnInFlight {
+    token: String,
+    /// How many inbox entries the turn showed the worker.
+    consumed: usize,
+    new_events: Vec<HistoryEvent>,
+}
+
+/// A work item waiting for a worker.
+enum Pending {
+    Turn(String),
+    Activity {
+        instance: String,
+        generation: u32,
+        request: ActivityRequest,
+    },
+}
+
+/// A work item a worker holds.
+enum Holding {
+    Turn(String),
+    Activity {
+        instance: String,
+        generation: u32,
+        request: ActivityRequest,
+    },
+}
+
+struct Worker {
+    id: u64,
+    tx: mpsc::Sender<Result<WorkItem, Status>>,
+}
+
+#[derive(Default)]
+struct Dispatch {
+    workers: Vec<Worker>,
+    next: usize,
+    queue: VecDeque<Pending>,
+    /// Turns already queued or running, so an instance is queued once.
+    queued_turns: HashSet<String>,
+    in_flight: HashMap<String, (u64, Holding)>,
+}
+
+enum TimerKind {
+    /// A workflow timer: append `TimerFired` when due.
+    Fire {
+        instance: String,
+        generation: u32,
+        timer_id: i32,
+        fire_at: prost_types::Timestamp,
+    },
+    /// A scheduled start: queue the first turn when due.
+    Start(String),
+}
+
+struct Inner {
+    store: WorkflowStore,
+    app_id: String,
+    slots: StdMutex<HashMap<String, Arc<Slot>>>,
+    shards: Vec<Mutex<Option<IndexShard>>>,
+    dispatch: StdMutex<Dispatch>,
+    dispatch_notify: Notify,
+    timers: StdMutex<BTreeMap<(SystemTime, u64), TimerKind>>,
+    timer_notify: Notify,
+    seq: AtomicU64,
+}
+
+/// The engine. Cheap to clone; its dispatcher and timer tasks live as long
+/// as the process (a sidecar has one engine).
+#[derive(Clone)]
+pub struct Engine {
+    inner: Arc<Inner>,
+}
+
+impl Engine {
+    /// Builds the engine and starts its dispatcher and timer tasks. Call
+    /// `recover` once to resume what a previous run left.
+    pub fn new(store: WorkflowStore, app_id: &str) -> Self {
+        let inner = Arc::new(Inner {
+            store,
+            app_id: app_id.to_owned(),
+            slots: StdMutex::new(HashMap::new()),
+            shards: (0..SHARDS).map(|_| Mutex::new(None)).collect(),
+            dispatch: StdMutex::new(Dispatch::default()),
+            dispatch_notify: Notify::new(),
+            timers: StdMutex::new(BTreeMap::new()),
+            timer_notify: Notify::new(),
+            seq: AtomicU64::new(1),
+        });
+        let engine = Engine { inner };
+        tokio::spawn(engine.clone().dispatch_loop());
+        tokio::spawn(engine.clone().timer_loop());
+        engine
+    }
+
+    fn next_seq(&self) -> u64 {
+        self.inner.seq.fetch_add(1, Ordering::Relaxed)
+    }
+
+    fn slot(&self, id: &str) -> Arc<Slot> {
+        let mut slots = lock(&self.inner.slots);
+        slots
+            .entry(id.to_owned())
+            .or_insert_with(|| {
+                Arc::new(Slot {
+                    state: Mutex::new(SlotState::default()),
+                    status: watch::channel(None).0,
+                })
+            })
+            .clone()
+    }
+
+    async fn ensure_loaded(&self, st: &mut SlotState, id: &str) -> Result<(), StoreError> {
+        if st.loaded {
+            return Ok(());
+        }
+        let record = self.inner.store.load_record(id).await?;
+        st.history = match &record {
+            Some(r) => self.inner.store.load_history(id, r.history_chunks).await?,
+            None => Vec::new(),
+        };
+        st.record = record;
+        st.loaded = true;
+        Ok(())
+    }
+
+    // ------------------------------------------------------------ index --
+
+    /// Applies `change` to the instance's index shard inside `batch`; the
+    /// returned guard must be held until the batch is committed, then
+    /// `finish` stores the new shard in the cache.
+    async fn index_change(
+        &self,
+        batch: &mut Batch,
+        id: &str,
+        change: IndexChange,
+    ) -> Result<ShardUpdate<'_>, StoreError> {
+        let shard = WorkflowStore::shard_of(id);
+        let guard = self.inner.shards[shard as usize].lock().await;
+        let mut guard = guard;
+        if guard.is_none() {
+            *guard = Some(self.inner.store.load_shard(shard).await?);
+        }
+        let mut index = guard.clone().unwrap_or_default();
+        index.entries.retain(|e| e.instance_id != id);
+        match change {
+            IndexChange::Active => index.entries.push(IndexEntry {
+                instance_id: id.to_owned(),
+                terminal: false,
+            }),
+            IndexChange::Terminal => index.entries.push(IndexEntry {
+                instance_id: id.to_owned(),
+                terminal: true,
+            }),
+            IndexChange::Remove => {}
+        }
+        self.inner.store.put_shard(batch, shard, &index);
+        Ok(ShardUpdate { guard, index })
+    }
+
+    // ------------------------------------------------------- client API --
+
+    /// Starts a new instance (or replaces a finished one with the same id).
+    pub async fn start(&self, req: StartRequest) -> Result<String, WorkflowError> {
+        let id = if req.instance_id.is_empty() {
+            uuid::Uuid::new_v4().to_string()
+        } else {
+            req.instance_id.clone()
+        };
+        validate_instance_id(&id, true)?;
+        if req.name.is_empty() {
+            return Err(WorkflowError::MissingName);
+        }
+        let slot = self.slot(&id);
+        let mut st = slot.state.lock().await;
+        self.ensure_loaded(&mut st, &id).await?;
+        let mut batch = Batch::default();
+        if let Some(old) = &st.record {
+            if !is_terminal(old.status) {
+                return Err(WorkflowError::AlreadyExists(id));
+            }
+            // Reusing the id of a finished instance: drop its history.
+            for c in 1..=old.history_chunks {
+                batch.delete(self.inner.store.chunk_key(&id, c));
+            }
+        }
+        let execution_id = uuid::Uuid::new_v4().simple().to_string();
+        let started = ExecutionStartedEvent {
+            name: req.name.clone(),
+            input: req.input.clone(),
+            workflow_instance: Some(WorkflowInstance {
+                instance_id: id.clone(),
+                execution_id: Some(execution_id.clone()),
+            }),
+            scheduled_start_timestamp: req.scheduled_start.map(prost_types::Timestamp::from),
+            tags: req.tags.clone(),
+            ..Default::default()
+        };
+        let now = now_ts();
+        let record = InstanceRecord {
+            name: req.name,
+            status: OrchestrationStatus::Pending as i32,
+            created: Some(now),
+            last_updated: Some(now),
+            input: req.input,
+            execution_id,
+            inbox: vec![InboxEntry {
+                event: Some(self.started_event(started)),
+                dedup: String::new(),
+            }],
+            tags: req.tags,
+            scheduled_start: req.scheduled_start.map(prost_types::Timestamp::from),
+            ..Default::default()
+        };
+        self.inner.store.put_record(&mut batch, &id, &record);
+        let update = self.index_change(&mut batch, &id, IndexChange::Active).await?;
+        self.inner.store.commit(batch).await?;
+        update.finish();
+        let scheduled = record.scheduled_start;
+        st.record = Some(record);
+        st.history.clear();
+        st.turn = None;
+        drop(st);
+        slot.status.send_replace(Some(OrchestrationStatus::Pending as i32));
+        match scheduled.map(|t| to_system_time(&t)) {
+            Some(at) if at > SystemTime::now() => self.arm(at, TimerKind::Start(id.clone())),
+            _ => self.queue_turn(&id),
+        }
+        Ok(id)
+    }
+
+    fn started_event(&self, started: ExecutionStartedEvent) -> HistoryEvent {
+        let mut e = event(-1, EventType::ExecutionStarted(started));
+        e.router = Some(TaskRouter {
+            source_app_id: self.inner.app_id.clone(),
+            ..Default::default()
+        });
+        e
+    }
+
+    /// The instance's status, `None` when it does not exist.
+    pub async fn status(&self, id: &str) -> Result<Option<InstanceStatus>, WorkflowError> {
+        validate_instance_id(id, false)?;
+        let slot = self.slot(id);
+        let mut st = slot.state.lock().await;
+        self.ensure_loaded(&mut st, id).await?;
+        Ok(st.record.as_ref().map(|r| status_of(id, r)))
+    }
+
+    /// The committed history of an instance.
+    pub async fn history(&self, id: &str) -> Result<Vec<HistoryEvent>, WorkflowError> {
+        validate_instance_id(id, false)?;
+        let slot = self.slot(id);
+        let mut st = slot.state.lock().await;
+        self.ensure_loaded(&mut st, id).await?;
+        if st.record.is_none() {
+            return Err(WorkflowError::NotFound(id.to_owned()));
+        }
+        Ok(st.history.clone())
+    }
+
+    /// Waits until `done(status)` holds (or the instance is missing).
+    pub async fn wait_for(
+        &self,
+        id: &str,
+        done: impl Fn(i32) -> bool,
+    ) -> Result<Option<InstanceStatus>, WorkflowError> {
+        validate_instance_id(id, false)?;
+        let slot = self.slot(id);
+        let mut rx = slot.status.subscribe();
+        loop {
+            {
+                let mut st = slot.state.lock().await;
+                self.ensure_loaded(&mut st, id).await?;
+                match &st.record {
+                    None => return Ok(None),
+                    Some(r) if done(r.status) => return Ok(Some(status_of(id, r))),
+                    Some(_) => {}
+                }
+            }
+            if rx.changed().await.is_err() {
+                return Ok(None);
+            }
+        }
+    }
+
+    /// Appends an external event to the instance's inbox.
+    pub async fn raise_event(
+        &self,
+        id: &str,
+        name: &str,
+        input: Option<String>,
+    ) -> Result<(), WorkflowError> {
+        validate_instance_id(id, false)?;
+        if name.is_empty() {
+            return Err(WorkflowError::MissingEventName);
+        }
+        let ev = event(
+            -1,
+            EventType::EventRaised(EventRaisedEvent {
+                name: name.to_owned(),
+                input,
+            }),
+        );
+        self.append(id, ev, None, true).await
+    }
+
+    /// Terminates the instance (and, with `recursive`, its children).
+    pub async fn terminate(
+        &self,
+        id: &str,
+        output: Option<String>,
+        recursive: bool,
+    ) -> Result<(), WorkflowError> {
+        validate_instance_id(id, false)?;
+        let mut pending = vec![id.to_owned()];
+        let mut first = true;
+        while let Some(target) = pending.pop() {
+            let children = {
+                let slot = self.slot(&target);
+                let mut st = slot.state.lock().await;
+                self.ensure_loaded(&mut st, &target).await?;
+                match &st.record {
+                    None if first => return Err(WorkflowError::NotFound(target)),
+                    None => Vec::new(),
+                    Some(r) => r.children.clone(),
+                }
+            };
+            first = false;
+            let ev = event(
+                -1,
+                EventType::ExecutionTerminated(ExecutionTerminatedEvent {
+                    input: output.clone(),
+                    recurse: recursive,
+                }),
+            );
+            // A finished instance is left as it is.
+            self.append(&target, ev, None, false).await?;
+            if recursive {
+                pending.extend(children);
+            }
+        }
+        Ok(())
+    }
+
+    /// Suspends the instance: events keep arriving but the workflow does not
+    /// act on them until it is resumed.
+    pub async fn suspend(&self, id: &str, reason: Option<String>) -> Result<(), WorkflowError> {
+        validate_instance_id(id, false)?;
+        let ev = event(
+            -1,
+            EventType::ExecutionSuspended(ExecutionSuspendedEvent { input: reason }),
+        );
+        self.append(id, ev, Some(OrchestrationStatus::Suspended), true)
+            .await
+    }
+
+    pub async fn resume(&self, id: &str, reason: Option<String>) -> Result<(), WorkflowError> {
+        validate_instance_id(id, false)?;
+        let ev = event(
+            -1,
+            EventType::ExecutionResumed(ExecutionResumedEvent { input: reason }),
+        );
+        self.append(id, ev, Some(OrchestrationStatus::Running), true)
+            .await
+    }
+
+    /// Deletes a finished instance and everything stored for it; returns
+    /// how many instances were deleted (children included with
+    /// `recursive`).
+    pub async fn purge(&self, id: &str, recursive: bool, force: bool) -> Result<u32, WorkflowError> {
+        validate_instance_id(id, false)?;
+        let mut pending = vec![id.to_owned()];
+        let mut deleted = 0;
+        while let Some(target) = pending.pop() {
+            let slot = self.slot(&target);
+            let mut st = slot.state.lock().await;
+            self.ensure_loaded(&mut st, &target).await?;
+            let Some(record) = st.record.clone() else {
+                continue;
+            };
+            if !force && !is_terminal(record.status) {
+                return Err(WorkflowError::NotTerminal(target));
+            }
+            let mut batch = Batch::default();
+            batch.delete(self.inner.store.record_key(&target));
+            for c in 1..=record.history_chunks {
+                batch.delete(self.inner.store.chunk_key(&target, c));
+            }
+            let update = self
+                .index_change(&mut batch, &target, IndexChange::Remove)
+                .await?;
+            self.inner.store.commit(batch).await?;
+            update.finish();
+            st.record = None;
+            st.history.clear();
+            st.turn = None;
+            drop(st);
+            slot.status.send_replace(None);
+            lock(&self.inner.slots).remove(&target);
+            deleted += 1;
+            if recursive {
+                pending.extend(record.children);
+            }
+        }
+        Ok(deleted)
+    }
+
+    /// Instance ids in index order, `page_size` at a time; the token is the
+    /// position to continue from.
+    pub async fn list_instance_ids(
+        &self,
+        continuation: Option<&str>,
+        page_size: usize,
+    ) -> Result<(Vec<String>, Option<String>), WorkflowError> {
+        let start: usize = continuation.and_then(|c| c.parse().ok()).unwrap_or(0);
+        let page_size = if page_size == 0 { 100 } else { page_size };
+        let mut all = Vec::new();
+        for shard in 0..SHARDS {
+            let mut guard = self.inner.shards[shard as usize].lock().await;
+            if guard.is_none() {
+                *guard = Some(self.inner.store.load_shard(shard).await?);
+            }
+            if let Some(index) = guard.as_ref() {
+                all.extend(index.entries.iter().map(|e| e.instance_id.clone()));
+            }
+        }
+        let page: Vec<String> = all.iter().skip(start).take(page_size).cloned().collect();
+        let next = (start + page.len() < all.len()).then(|| (start + page.len()).to_string());
+        Ok((page, next))
+    }
+
+    /// Appends one event to an instance's inbox. `must_be_active`: refuse
+    /// (NotFound) when the instance is missing, accept silently when it has
+    /// finished.
+    async fn append(
+        &self,
+        id: &str,
+        ev: HistoryEvent,
+        status: Option<OrchestrationStatus>,
+        must_exist: bool,
+    ) -> Result<(), WorkflowError> {
+        let slot = self.slot(id);
+        let mut st = slot.state.lock().await;
+        self.ensure_loaded(&mut st, id).await?;
+        let Some(record) = st.record.as_ref() else {
+            return if must_exist {
+                Err(WorkflowError::NotFound(id.to_owned()))
+            } else {
+                Ok(())
+            };
+        };
+        if is_terminal(record.status) {
+            return Ok(());
+        }
+        let mut record = record.clone();
+        record.inbox.push(InboxEntry {
+            event: Some(ev),
+            dedup: String::new(),
+        });
+        if let Some(s) = status {
+            // Suspend/resume show at once; the workflow sees the event on
+            // its next turn.
+            let current = record.status;
+            let applies = match s {
+                OrchestrationStatus::Suspended => current != OrchestrationStatus::Pending as i32,
+                OrchestrationStatus::Running => current == OrchestrationStatus::Suspended as i32,
+                _ => true,
+            };
+            if applies {
+                record.status = s as i32;
+            }
+        }
+        record.last_updated = Some(now_ts());
+        let mut batch = Batch::default();
+        self.inner.store.put_record(&mut batch, id, &record);
+        self.inner.store.commit(batch).await?;
+        let new_status = record.status;
+        st.record = Some(record);
+        drop(st);
+        slot.status.send_replace(Some(new_status));
+        self.queue_turn(id);
+        Ok(())
+    }
+
+    // ---------------------------------------------------------- workers --
+
+    /// Registers a connected worker; work items arrive on the returned
+    /// receiver until it is dropped.
+    pub fn connect_worker(&self) -> mpsc::Receiver<Result<WorkItem, Status>> {
+        let (tx, rx) = mpsc::channel(WORKER_BUFFER);
+        let id = self.next_seq();
+        let closed = tx.clone();
+        lock(&self.inner.dispatch).workers.push(Worker { id, tx });
+        self.inner.dispatch_notify.notify_one();
+        let engine = self.clone();
+        tokio::spawn(async move {
+            closed.closed().await;
+            engine.worker_gone(id).await;
+        });
+        debug!(worker = id, "workflow worker connected");
+        rx
+    }
+
+    async fn worker_gone(&self, worker: u64) {
+        let held: Vec<(String, Holding)> = {
+            let mut d = lock(&self.inner.dispatch);
+            d.workers.retain(|w| w.id != worker);
+            let tokens: Vec<String> = d
+                .in_flight
+                .iter()
+                .filter(|(_, (w, _))| *w == worker)
+                .map(|(t, _)| t.clone())
+                .collect();
+            tokens
+                .into_iter()
+                .filter_map(|t| d.in_flight.remove(&t).map(|(_, h)| (t, h)))
+                .collect()
+        };
+        debug!(worker, items = held.len(), "workflow worker disconnected");
+        for (token, holding) in held {
+            match holding {
+                Holding::Turn(id) => {
+                    let slot = self.slot(&id);
+                    let mut st = slot.state.lock().await;
+                    if st.turn.as_ref().is_some_and(|t| t.token == token) {
+                        st.turn = None;
+                    }
+                    drop(st);
+                    lock(&self.inner.dispatch).queued_turns.remove(&id);
+                    self.queue_turn(&id);
+                }
+                Holding::Activity {
+                    instance,
+                    generation,
+                    request,
+                } => self.queue(Pending::Activity {
+                    instance,
+                    generation,
+                    request,
+                }),
+            }
+        }
+    }
+
+    fn queue(&self, item: Pending) {
+        lock(&self.inner.dispatch).queue.push_back(item);
+        self.inner.dispatch_notify.notify_one();
+    }
+
+    fn queue_turn(&self, id: &str) {
+        let mut d = lock(&self.inner.dispatch);
+        if d.queued_turns.insert(id.to_owned()) {
+            d.queue.push_back(Pending::Turn(id.to_owned()));
+            drop(d);
+            self.inner.dispatch_notify.notify_one();
+        }
+    }
+
+    async fn dispatch_loop(self) {
+        loop {
+            let notified = self.inner.dispatch_notify.notified();
+            let next = {
+                let mut d = lock(&self.inner.dispatch);
+                if d.workers.is_empty() {
+                    None
+                } else {
+                    d.queue.pop_front().map(|item| {
+                        let idx = d.next % d.workers.len();
+                        d.next = d.next.wrapping_add(1);
+                        (item, d.workers[idx].id, d.workers[idx].tx.clone())
+                    })
+                }
+            };
+            let Some((item, worker, tx)) = next else {
+                notified.await;
+                continue;
+            };
+            let token = format!("{worker}-{}", self.next_seq());
+            let (work, holding) = match item {
+                Pending::Turn(id) => {
+                    let built = self.build_turn(&id, &token).await;
+                    match built {
+                        Some(req) => (
+                            work_item::Request::WorkflowRequest(req),
+                            Holding::Turn(id),
+                        ),
+                        None => {
+                            lock(&self.inner.dispatch).queued_turns.remove(&id);
+                            continue;
+                        }
+                    }
+                }
+                Pending::Activity {
+                    instance,
+                    generation,
+                    request,
+                } => (
+                    work_item::Request::ActivityRequest(request.clone()),
+                    Holding::Activity {
+                        instance,
+                        generation,
+                        request,
+                    },
+                ),
+            };
+            lock(&self.inner.dispatch)
+                .in_flight
+                .insert(token.clone(), (worker, holding));
+            let item = WorkItem {
+                completion_token: token,
+                request: Some(work),
+            };
+            if tx.send(Ok(item)).await.is_err() {
+                // The worker went away; worker_gone re-queues what it held.
+                self.worker_gone(worker).await;
+            }
+        }
+    }
+
+    async fn build_turn(&self, id: &str, token: &str) -> Option<WorkflowRequest> {
+        let slot = self.slot(id);
+        let mut st = slot.state.lock().await;
+        if let Err(e) = self.ensure_loaded(&mut st, id).await {
+            warn!(instance = id, error = %e, "cannot load workflow instance");
+            return None;
+        }
+        if st.turn.is_some() {
+            return None;
+        }
+        let record = st.record.as_ref()?;
+        if record.inbox.is_empty() || is_terminal(record.status) {
+            return None;
+        }
+        let mut new_events = vec![event(
+            -1,
+            EventType::WorkflowStarted(WorkflowStartedEvent::default()),
+        )];
+        new_events.extend(record.inbox.iter().filter_map(|e| e.event.clone()));
+        let req = WorkflowRequest {
+            instance_id: id.to_owned(),
+            execution_id: Some(record.execution_id.clone()),
+            past_events: st.history.clone(),
+            new_events: new_events.clone(),
+            ..Default::default()
+        };
+        st.turn = Some(TurnInFlight {
+            token: token.to_owned(),
+            consumed: record.inbox.len(),
+            new_events,
+        });
+        Some(req)
+    }
+
+    /// A worker's answer to a turn.
+    pub async fn complete_turn(&self, res: WorkflowResponse) -> Result<(), Status> {
+        let id = res.instance_id.clone();
+        let slot = self.slot(&id);
+        let mut st = slot.state.lock().await;
+        let Some(turn) = st.turn.take() else {
+            debug!(instance = %id, "stale workflow turn result ignored");
+            return Ok(());
+        };
+        if !res.completion_token.is_empty() && res.completion_token != turn.token {
+            st.turn = Some(turn);
+            debug!(instance = %id, "workflow turn result for another dispatch ignored");
+            return Ok(());
+        }
+        {
+            let mut d = lock(&self.inner.dispatch);
+            d.in_flight.remove(&turn.token);
+            d.queued_turns.remove(&id);
+        }
+        let Some(record) = st.record.clone() else {
+            return Ok(());
+        };
+        let outcome = self.apply_turn(&id, record, &st.history, &turn, res);
+        let mut batch = Batch::default();
+        let TurnOutcome {
+            mut record,
+            new_history,
+            reset_history,
+            activities,
+            timers,
+        } = outcome;
+        let old_chunks = st.record.as_ref().map_or(0, |r| r.history_chunks);
+        if reset_history {
+            for c in 1..=old_chunks {
+                batch.delete(self.inner.store.chunk_key(&id, c));
+            }
+            record.history_chunks = 0;
+        }
+        if !new_history.is_empty() {
+            record.history_chunks += 1;
+            self.inner
+                .store
+                .put_chunk(&mut batch, &id, record.history_chunks, &new_history);
+        }
+        self.inner.store.put_record(&mut batch, &id, &record);
+        let terminal_now = is_terminal(record.status)
+            && !st.record.as_ref().is_some_and(|r| is_terminal(r.status));
+        let update = if terminal_now && record.outbox.is_empty() {
+            Some(
+                self.index_change(&mut batch, &id, IndexChange::Terminal)
+                    .await
+                    .map_err(internal)?,
+            )
+        } else {
+            None
+        };
+        if let Err(e) = self.inner.store.commit(batch).await {
+            warn!(instance = %id, error = %e, "persisting a workflow turn failed; it will run again");
+            drop(st);
+            self.queue_turn(&id);
+            return Err(internal(e));
+        }
+        if let Some(u) = update {
+            u.finish();
+        }
+        if reset_history {
+            st.history.clear();
+        }
+        st.history.extend(new_history);
+        let status = record.status;
+        let generation = record.generation;
+        let has_inbox = !record.inbox.is_empty();
+        let outbox = record.outbox.clone();
+        st.record = Some(record);
+        drop(st);
+        slot.status.send_replace(Some(status));
+        for request in activities {
+            self.queue(Pending::Activity {
+                instance: id.clone(),
+                generation,
+                request,
+            });
+        }
+        for (timer_id, fire_at) in timers {
+            self.arm(
+                to_system_time(&fire_at),
+                TimerKind::Fire {
+                    instance: id.clone(),
+                    generation,
+                    timer_id,
+                    fire_at,
+                },
+            );
+        }
+        if !outbox.is_empty() {
+            let engine = self.clone();
+            tokio::spawn(async move { engine.deliver_outbox(&id, outbox).await });
+        } else if has_inbox && !is_terminal(status) {
+            self.queue_turn(&id);
+        }
+        Ok(())
+    }
+
+    /// Turns a worker's actions into history, effects and the new record.
+    fn apply_turn(
+        &self,
+        id: &str,
+        mut record: InstanceRecord,
+        history: &[HistoryEvent],
+        turn: &TurnInFlight,
+        res: WorkflowResponse,
+    ) -> TurnOutcome {
+        let consumed = turn.consumed.min(record.inbox.len());
+        record.inbox.drain(..consumed);
+        let mut new_history = turn.new_events.clone();
+        for e in &turn.new_events {
+            match &e.event_type {
+                Some(EventType::ExecutionStarted(_))
+                    if record.status == OrchestrationStatus::Pending as i32 =>
+                {
+                    record.status = OrchestrationStatus::Running as i32;
+                }
+                Some(EventType::ExecutionSuspended(_)) => {
+                    record.status = OrchestrationStatus::Suspended as i32;
+                }
+                Some(EventType::ExecutionResumed(_))
+                    if record.status == OrchestrationStatus::Suspended as i32 =>
+                {
+                    record.status = OrchestrationStatus::Running as i32;
+                }
+                _ => {}
+            }
+        }
+        if res.custom_status.is_some() {
+            record.custom_status = res.custom_status.clone();
+        }
+        let mut activities = Vec::new();
+        let mut timers = Vec::new();
+        let mut reset_history = false;
+        let generation = record.generation;
+        let instance = WorkflowInstance {
+            instance_id: id.to_owned(),
+            execution_id: Some(record.execution_id.clone()),
+        };
+        for action in res.actions {
+            let action_id = action.id;
+            let Some(kind) = action.workflow_action_type else {
+                continue;
+            };
+            match kind {
+                workflow_action::WorkflowActionType::ScheduleTask(a) => {
+                    new_history.push(event(
+                        action_id,
+                        EventType::TaskScheduled(TaskScheduledEvent {
+                            name: a.name.clone(),
+                            version: a.version.clone(),
+                            input: a.input.clone(),
+                            task_execution_id: a.task_execution_id.clone(),
+                            ..Default::default()
+                        }),
+                    ));
+                    activities.push(ActivityRequest {
+                        name: a.name,
+                        version: a.version,
+                        input: a.input,
+                        workflow_instance: Some(instance.clone()),
+                        task_id: action_id,
+                        task_execution_id: a.task_execution_id,
+                        ..Default::default()
+                    });
+                }
+                workflow_action::WorkflowActionType::CreateTimer(a) => {
+                    let fire_at = a.fire_at.unwrap_or_else(now_ts);
+                    let origin = a.origin.map(|o| match o {
+                        crate::proto::create_timer_action::Origin::CreateTimer(x) => {
+                            timer_created_event::Origin::CreateTimer(x)
+                        }
+                        crate::proto::create_timer_action::Origin::ExternalEvent(x) => {
+                            timer_created_event::Origin::ExternalEvent(x)
+                        }
+                        crate::proto::create_timer_action::Origin::ActivityRetry(x) => {
+                            timer_created_event::Origin::ActivityRetry(x)
+                        }
+                        crate::proto::create_timer_action::Origin::ChildWorkflowRetry(x) => {
+                            timer_created_event::Origin::ChildWorkflowRetry(x)
+                        }
+                    });
+                    new_history.push(event(
+                        action_id,
+                        EventType::TimerCreated(TimerCreatedEvent {
+                            fire_at: Some(fire_at),
+                            name: a.name,
+                            origin,
+                            ..Default::default()
+                        }),
+                    ));
+                    timers.push((action_id, fire_at));
+                }
+                workflow_action::WorkflowActionType::CreateChildWorkflow(a) => {
+                    let child = if a.instance_id.is_empty() {
+                        format!("{id}:{action_id:04}")
+                    } else {
+                        a.instance_id.clone()
+                    };
+                    new_history.push(event(
+                        action_id,
+                        EventType::ChildWorkflowInstanceCreated(
+                            ChildWorkflowInstanceCreatedEvent {
+                                instance_id: child.clone(),
+                                name: a.name.clone(),
+                                version: a.version.clone(),
+                                input: a.input.clone(),
+                                ..Default::default()
+                            },
+                        ),
+                    ));
+                    let started = ExecutionStartedEvent {
+                        name: a.name.clone(),
+                        version: a.version,
+                        input: a.input.clone(),
+                        workflow_instance: Some(WorkflowInstance {
+                            instance_id: child.clone(),
+                            execution_id: Some(uuid::Uuid::new_v4().simple().to_string()),
+                        }),
+                        parent_instance: Some(ParentInstanceInfo {
+                            task_scheduled_id: action_id,
+                            name: Some(record.name.clone()),
+                            workflow_instance: Some(instance.clone()),
+                            app_id: Some(self.inner.app_id.clone()),
+                            ..Default::default()
+                        }),
+                        ..Default::default()
+                    };
+                    record.outbox.push(OutgoingMessage {
+                        target: child.clone(),
+                        dedup: format!("{id}/{generation}/child/{action_id}"),
+                        event: Some(self.started_event(started)),
+                        create: Some(ChildStart {
+                            name: a.name,
+                            input: a.input,
+                        }),
+                    });
+                    record.children.push(child);
+                }
+                workflow_action::WorkflowActionType::SendEvent(a) => {
+                    let target = a
+                        .instance
+                        .as_ref()
+                        .map(|i| i.instance_id.clone())
+                        .unwrap_or_default();
+                    new_history.push(event(
+                        action_id,
+                        EventType::EventSent(EventSentEvent {
+                            instance_id: target.clone(),
+                            name: a.name.clone(),
+                            input: a.data.clone(),
+                        }),
+                    ));
+                    if !target.is_empty() {
+                        record.outbox.push(OutgoingMessage {
+                            target,
+                            dedup: format!("{id}/{generation}/send/{action_id}"),
+                            event: Some(event(
+                                -1,
+                                EventType::EventRaised(EventRaisedEvent {
+                                    name: a.name,
+                                    input: a.data,
+                                }),
+                            )),
+                            create: None,
+                        });
+                    }
+                }
+                workflow_action::WorkflowActionType::TerminateWorkflow(a) => {
+                    if !a.instance_id.is_empty() {
+                        record.outbox.push(OutgoingMessage {
+                            target: a.instance_id.clone(),
+                            dedup: format!("{id}/{generation}/terminate/{action_id}"),
+                            event: Some(event(
+                                -1,
+                                EventType::ExecutionTerminated(ExecutionTerminatedEvent {
+                                    input: a.reason,
+                                    recurse: a.recurse,
+                                }),
+                            )),
+                            create: None,
+                        });
+                    }
+                }
+                workflow_action::WorkflowActionType::CreateDetachedWorkflow(a) => {
+                    let started = ExecutionStartedEvent {
+                        name: a.name.clone(),
+                        input: a.input.clone(),
+                        workflow_instance: Some(WorkflowInstance {
+                            instance_id: a.instance_id.clone(),
+                            execution_id: Some(uuid::Uuid::new_v4().simple().to_string()),
+                        }),
+                        tags: a.tags,
+                        ..Default::default()
+                    };
+                    new_history.push(event(
+                        action_id,
+                        EventType::DetachedWorkflowInstanceCreated(
+                            crate::proto::DetachedWorkflowInstanceCreatedEvent {
+                                instance_id: a.instance_id.clone(),
+                            },
+                        ),
+                    ));
+                    record.outbox.push(OutgoingMessage {
+                        target: a.instance_id,
+                        dedup: format!("{id}/{generation}/detached/{action_id}"),
+                        event: Some(self.started_event(started)),
+                        create: Some(ChildStart {
+                            name: a.name,
+                            input: a.input,
+                        }),
+                    });
+                }
+                workflow_action::WorkflowActionType::CompleteWorkflow(a) => {
+                    let status = a.workflow_status;
+                    if status == OrchestrationStatus::ContinuedAsNew as i32 {
+                        // Start over: a fresh history whose first turn sees
+                        // the new input, then the carried-over events, then
+                        // whatever arrived meanwhile.
+                        reset_history = true;
+                        new_history.clear();
+                        record.generation += 1;
+                        record.execution_id = uuid::Uuid::new_v4().simple().to_string();
+                        record.input = a.result.clone();
+                        record.status = OrchestrationStatus::Running as i32;
+                        let started = ExecutionStartedEvent {
+                            name: record.name.clone(),
+                            input: a.result,
+                            workflow_instance: Some(WorkflowInstance {
+                                instance_id: id.to_owned(),
+                                execution_id: Some(record.execution_id.clone()),
+                            }),
+                            parent_instance: record.parent.clone(),
+                            ..Default::default()
+                        };
+                        let mut inbox = vec![InboxEntry {
+                            event: Some(self.started_event(started)),
+                            dedup: String::new(),
+                        }];
+                        inbox.extend(a.carryover_events.into_iter().map(|e| InboxEntry {
+                            event: Some(e),
+                            dedup: String::new(),
+                        }));
+                        inbox.append(&mut record.inbox);
+                        record.inbox = inbox;
+                        activities.clear();
+                        timers.clear();
+                        // Nothing after continue-as-new counts.
+                        break;
+                    }
+                    new_history.push(event(
+                        -1,
+                        EventType::ExecutionCompleted(ExecutionCompletedEvent {
+                            workflow_status: status,
+                            result: a.result.clone(),
+                            failure_details: a.failure_details.clone(),
+                        }),
+                    ));
+                    record.status = status;
+                    record.output = a.result.clone();
+                    record.failure = a.failure_details.clone();
+                    record.completed = Some(now_ts());
+                    record.inbox.clear();
+                    if let Some(parent) = &record.parent {
+                        let parent_id = parent
+                            .workflow_instance
+                            .as_ref()
+                            .map(|w| w.instance_id.clone())
+                            .unwrap_or_default();
+                        let task_scheduled_id = parent.task_scheduled_id;
+                        let ev = if status == OrchestrationStatus::Completed as i32 {
+                            EventType::ChildWorkflowInstanceCompleted(
+                                ChildWorkflowInstanceCompletedEvent {
+                                    task_scheduled_id,
+                                    result: a.result,
+                                    ..Default::default()
+                                },
+                            )
+                        } else {
+                            EventType::ChildWorkflowInstanceFailed(
+                                ChildWorkflowInstanceFailedEvent {
+                                    task_scheduled_id,
+                                    failure_details: Some(a.failure_details.unwrap_or_else(
+                                        || TaskFailureDetails {
+                                            error_type: "WorkflowTerminated".into(),
+                                            error_message: format!(
+                                                "child workflow '{id}' ended with status {}",
+                                                status_name(status)
+                                            ),
+                                            ..Default::default()
+                                        },
+                                    )),
+                                    ..Default::default()
+                                },
+                            )
+                        };
+                        if !parent_id.is_empty() {
+                            record.outbox.push(OutgoingMessage {
+                                target: parent_id,
+                                dedup: format!("{id}/{generation}/done"),
+                                event: Some(event(-1, ev)),
+                                create: None,
+                            });
+                        }
+                    }
+                    activities.clear();
+                    timers.clear();
+                }
+                workflow_action::WorkflowActionType::WorkflowVersionNotAvailable(_) => {
+                    record.status = OrchestrationStatus::Stalled as i32;
+                }
+            }
+        }
+        let _ = history;
+        record.last_updated = Some(now_ts());
+        TurnOutcome {
+            record,
+            new_history,
+            reset_history,
+            activities,
+            timers,
+        }
+    }
+
+    /// A worker's activity result.
+    pub async fn complete_activity(&self, res: ActivityResponse) -> Result<(), Status> {
+        let held = if res.completion_token.is_empty() {
+            None
+        } else {
+            lock(&self.inner.dispatch)
+                .in_flight
+                .remove(&res.completion_token)
+        };
+        let generation = match held {
+            Some((_, Holding::Activity { generation, .. })) => Some(generation),
+            _ => None,
+        };
+        let id = res.instance_id.clone();
+        let slot = self.slot(&id);
+        let mut st = slot.state.lock().await;
+        self.ensure_loaded(&mut st, &id).await.map_err(internal)?;
+        let Some(record) = st.record.as_ref() else {
+            return Ok(());
+        };
+        if is_terminal(record.status) || generation.is_some_and(|g| g != record.generation) {
+            return Ok(());
+        }
+        let task_id = res.task_id;
+        let already = st
+            .history
+            .iter()
+            .chain(record.inbox.iter().filter_map(|e| e.event.as_ref()))
+            .any(|e| match &e.event_type {
+                Some(EventType::TaskCompleted(c)) => c.task_scheduled_id == task_id,
+                Some(EventType::TaskFailed(f)) => f.task_scheduled_id == task_id,
+                _ => false,
+            });
+        if already {
+            return Ok(());
+        }
+        let ev = match res.failure_details {
+            Some(failure) => EventType::TaskFailed(TaskFailedEvent {
+                task_scheduled_id: task_id,
+                failure_details: Some(failure),
+                ..Default::default()
+            }),
+            None => EventType::TaskCompleted(TaskCompletedEvent {
+                task_scheduled_id: task_id,
+                result: res.result,
+                ..Default::default()
+            }),
+        };
+        let mut record = record.clone();
+        record.inbox.push(InboxEntry {
+            event: Some(event(-1, ev)),
+            dedup: String::new(),
+        });
+        record.last_updated = Some(now_ts());
+        let mut batch = Batch::default();
+        self.inner.store.put_record(&mut batch, &id, &record);
+        self.inner.store.commit(batch).await.map_err(internal)?;
+        st.record = Some(record);
+        drop(st);
+        self.queue_turn(&id);
+        Ok(())
+    }
+
+    // ---------------------------------------------------------- messages --
+
+    async fn deliver_outbox(&self, sender: &str, outbox: Vec<OutgoingMessage>) {
+        let mut delivered = Vec::new();
+        for msg in outbox {
+            match self.deliver(&msg).await {
+                Ok(()) => delivered.push(msg.dedup),
+                Err(e) => {
+                    warn!(from = sender, to = %msg.target, error = %e, "workflow message not delivered yet; it is retried on restart");
+                }
+            }
+        }
+        // Forget what was delivered; when a finished instance owes nothing
+        // more, mark it terminal in the index so restarts skip it.
+        let slot = self.slot(sender);
+        let mut st = slot.state.lock().await;
+        let Some(record) = st.record.as_ref() else {
+            return;
+        };
+        let mut record = record.clone();
+        record.outbox.retain(|m| !delivered.contains(&m.dedup));
+        let mut batch = Batch::default();
+        self.inner.store.put_record(&mut batch, sender, &record);
+        let update = if is_terminal(record.status) && record.outbox.is_empty() {
+            match self
+                .index_change(&mut batch, sender, IndexChange::Terminal)
+                .await
+            {
+                Ok(u) => Some(u),
+                Err(e) => {
+                    warn!(instance = sender, error = %e, "workflow index update failed");
+                    return;
+                }
+            }
+        } else {
+            None
+        };
+        if let Err(e) = self.inner.store.commit(batch).await {
+            warn!(instance = sender, error = %e, "workflow outbox cleanup failed");
+            return;
+        }
+        if let Some(u) = update {
+            u.finish();
+        }
+        let has_inbox = !record.inbox.is_empty() && !is_terminal(record.status);
+        st.record = Some(record);
+        drop(st);
+        if has_inbox {
+            self.queue_turn(sender);
+        }
+    }
+
+    async fn deliver(&self, msg: &OutgoingMessage) -> Result<(), WorkflowError> {
+        let Some(ev) = msg.event.clone() else {
+            return Ok(());
+        };
+        let slot = self.slot(&msg.target);
+        let mut st = slot.state.lock().await;
+        self.ensure_loaded(&mut st, &msg.target).await?;
+        let mut batch = Batch::default();
+        let mut update = None;
+        let record = match (&st.record, &msg.create) {
+            (Some(r), _) if r.received.contains(&msg.dedup) => return Ok(()),
+            (Some(r), None) if !is_terminal(r.status) => {
+                let mut r = r.clone();
+                r.inbox.push(InboxEntry {
+                    event: Some(ev),
+                    dedup: msg.dedup.clone(),
+                });
+                remember(&mut r.received, &msg.dedup);
+                r.last_updated = Some(now_ts());
+                r
+            }
+            (None, Some(start)) => {
+                let (execution_id, parent) = match &ev.event_type {
+                    Some(EventType::ExecutionStarted(s)) => (
+                        s.workflow_instance
+                            .as_ref()
+                            .and_then(|w| w.execution_id.clone())
+                            .unwrap_or_default(),
+                        s.parent_instance.clone(),
+                    ),
+                    _ => (String::new(), None),
+                };
+                let now = now_ts();
+                let mut r = InstanceRecord {
+                    name: start.name.clone(),
+                    status: OrchestrationStatus::Pending as i32,
+                    created: Some(now),
+                    last_updated: Some(now),
+                    input: start.input.clone(),
+                    parent,
+                    execution_id,
+                    inbox: vec![InboxEntry {
+                        event: Some(ev),
+                        dedup: msg.dedup.clone(),
+                    }],
+                    ..Default::default()
+                };
+                remember(&mut r.received, &msg.dedup);
+                update = Some(
+                    self.index_change(&mut batch, &msg.target, IndexChange::Active)
+                        .await?,
+                );
+                r
+            }
+            // Finished or missing receivers drop the message.
+            _ => return Ok(()),
+        };
+        self.inner
+            .store
+            .put_record(&mut batch, &msg.target, &record);
+        self.inner.store.commit(batch).await?;
+        if let Some(u) = update {
+            u.finish();
+        }
+        let status = record.status;
+        st.record = Some(record);
+        drop(st);
+        slot.status.send_replace(Some(status));
+        self.queue_turn(&msg.target);
+        Ok(())
+    }
+
+    // ------------------------------------------------------------ timers --
+
+    fn arm(&self, at: SystemTime, kind: TimerKind) {
+        let seq = self.next_seq();
+        lock(&self.inner.timers).insert((at, seq), kind);
+        self.inner.timer_notify.notify_one();
+    }
+
+    async fn timer_loop(self) {
+        loop {
+            let notified = self.inner.timer_notify.notified();
+            let next = lock(&self.inner.timers).keys().next().copied();
+            match next {
+                None => notified.await,
+                Some((at, _)) => {
+                    let wait = at.duration_since(SystemTime::now()).unwrap_or_default();
+                    if !wait.is_zero() {
+                        tokio::select! {
+                            _ = tokio::time::sleep(wait) => {}
+                            _ = notified => {}
+                        }
+                        continue;
+                    }
+                    let due: Vec<TimerKind> = {
+                        let mut timers = lock(&self.inner.timers);
+                        let now = SystemTime::now();
+                        let keys: Vec<_> = timers.range(..=(now, u64::MAX)).map(|(k, _)| *k).collect();
+                        keys.into_iter().filter_map(|k| timers.remove(&k)).collect()
+                    };
+                    for kind in due {
+                        let engine = self.clone();
+                        tokio::spawn(async move { engine.fire(kind).await });
+                    }
+                }
+            }
+        }
+    }
+
+    async fn fire(&self, kind: TimerKind) {
+        match kind {
+            TimerKind::Start(id) => self.queue_turn(&id),
+            TimerKind::Fire {
+                instance,
+                generation,
+                timer_id,
+                fire_at,
+            } => {
+                if let Err(e) = self.fire_timer(&instance, generation, timer_id, fire_at).await {
+                    warn!(instance = %instance, error = %e, "firing a workflow timer failed; retrying in 1s");
+                    self.arm(
+                        SystemTime::now() + Duration::from_secs(1),
+                        TimerKind::Fire {
+                            instance,
+                            generation,
+                            timer_id,
+                            fire_at,
+                        },
+                    );
+                }
+            }
+        }
+    }
+
+    async fn fire_timer(
+        &self,
+        id: &str,
+        generation: u32,
+        timer_id: i32,
+        fire_at: prost_types::Timestamp,
+    ) -> Result<(), WorkflowError> {
+        let slot = self.slot(id);
+        let mut st = slot.state.lock().await;
+        self.ensure_loaded(&mut st, id).await?;
+        let Some(record) = st.record.as_ref() else {
+            return Ok(());
+        };
+        if is_terminal(record.status) || record.generation != generation {
+            return Ok(());
+        }
+        let fired = st
+            .history
+            .iter()
+            .chain(record.inbox.iter().filter_map(|e| e.event.as_ref()))
+            .any(|e| matches!(&e.event_type, Some(EventType::TimerFired(f)) if f.timer_id == timer_id));
+        if fired {
+            return Ok(());
+        }
+        let mut record = record.clone();
+        record.inbox.push(InboxEntry {
+            event: Some(event(
+                -1,
+                EventType::TimerFired(TimerFiredEvent {
+                    fire_at: Some(fire_at),
+                    timer_id,
+                }),
+            )),
+            dedup: String::new(),
+        });
+        record.last_updated = Some(now_ts());
+        let mut batch = Batch::default();
+        self.inner.store.put_record(&mut batch, id, &record);
+        self.inner.store.commit(batch).await?;
+        st.record = Some(record);
+        drop(st);
+        self.queue_turn(id);
+        Ok(())
+    }
+
+    // ---------------------------------------------------------- recovery --
+
+    /// Resumes every unfinished instance found in the store: re-dispatches
+    /// activities whose results were never recorded, re-arms timers,
+    /// delivers undelivered messages and queues pending turns. Returns how
+    /// many instances were resumed.
+    pub async fn recover(&self) -> Result<usize, WorkflowError> {
+        let mut resumed = 0;
+        for shard in 0..SHARDS {
+            let index = {
+                let mut guard = self.inner.shards[shard as usize].lock().await;
+                let index = self.inner.store.load_shard(shard).await?;
+                *guard = Some(index.clone());
+                index
+            };
+            for entry in index.entries.iter().filter(|e| !e.terminal) {
+                self.resume_instance(&entry.instance_id).await?;
+                resumed += 1;
+            }
+        }
+        Ok(resumed)
+    }
+
+    async fn resume_instance(&self, id: &str) -> Result<(), WorkflowError> {
+        let slot = self.slot(id);
+        let mut st = slot.state.lock().await;
+        self.ensure_loaded(&mut st, id).await?;
+        let Some(record) = st.record.clone() else {
+            return Ok(());
+        };
+        slot.status.send_replace(Some(record.status));
+        let outbox = record.outbox.clone();
+        if !is_terminal(record.status) {
+            let done: HashSet<i32> = st
+                .history
+                .iter()
+                .chain(record.inbox.iter().filter_map(|e| e.event.as_ref()))
+                .filter_map(|e| match &e.event_type {
+                    Some(EventType::TaskCompleted(c)) => Some(c.task_scheduled_id),
+                    Some(EventType::TaskFailed(f)) => Some(f.task_scheduled_id),
+                    _ => None,
+                })
+                .collect();
+            let fired: HashSet<i32> = st
+                .history
+                .iter()
+                .chain(record.inbox.iter().filter_map(|e| e.event.as_ref()))
+                .filter_map(|e| match &e.event_type {
+                    Some(EventType::TimerFired(f)) => Some(f.timer_id),
+                    _ => None,
+                })
+                .collect();
+            let instance = WorkflowInstance {
+                instance_id: id.to_owned(),
+                execution_id: Some(record.execution_id.clone()),
+            };
+            for e in &st.history {
+                match &e.event_type {
+                    Some(EventType::TaskScheduled(t)) if !done.contains(&e.event_id) => {
+                        self.queue(Pending::Activity {
+                            instance: id.to_owned(),
+                            generation: record.generation,
+                            request: ActivityRequest {
+                                name: t.name.clone(),
+                                version: t.version.clone(),
+                                input: t.input.clone(),
+                                workflow_instance: Some(instance.clone()),
+                                task_id: e.event_id,
+                                task_execution_id: t.task_execution_id.clone(),
+                                ..Default::default()
+                            },
+                        });
+                    }
+                    Some(EventType::TimerCreated(t)) if !fired.contains(&e.event_id) => {
+                        let fire_at = t.fire_at.unwrap_or_else(now_ts);
+                        self.arm(
+                            to_system_time(&fire_at),
+                            TimerKind::Fire {
+                                instance: id.to_owned(),
+                                generation: record.generation,
+                                timer_id: e.event_id,
+                                fire_at,
+                            },
+                        );
+                    }
+                    _ => {}
+                }
+            }
+            if !record.inbox.is_empty() {
+                match record.scheduled_start.map(|t| to_system_time(&t)) {
+                    Some(at) if at > SystemTime::now() && st.history.is_empty() => {
+                        self.arm(at, TimerKind::Start(id.to_owned()))
+                    }
+                    _ => self.queue_turn(id),
+                }
+            }
+        }
+        drop(st);
+        if !outbox.is_empty() {
+            self.deliver_outbox(id, outbox).await;
+        }
+        Ok(())
+    }
+}
+
+struct TurnOutcome {
+    record: InstanceRecord,
+    new_history: Vec<HistoryEvent>,
+    reset_history: bool,
+    activities: Vec<ActivityRequest>,
+    timers: Vec<(i32, prost_types::Timestamp)>,
+}
+
+enum IndexChange {
+    Active,
+    Terminal,
+    Remove,
+}
+
+/// A locked index shard with its new contents, applied after commit.
+struct ShardUpdate<'a> {
+    guard: tokio::sync::MutexGuard<'a, Option<IndexShard>>,
+    index: IndexShard,
+}
+
+impl ShardUpdate<'_> {
+    fn finish(mut self) {
+        *self.guard = Some(self.index);
+    }
+}
+
+fn remember(received: &mut Vec<String>, dedup: &str) {
+    if dedup.is_empty() {
+        return;
+    }
+    received.push(dedup.to_owned());
+    if received.len() > RECEIVED_MEMORY {
+        let excess = received.len() - RECEIVED_MEMORY;
+        received.drain(..excess);
+    }
+}
+
+fn status_of(id: &str, r: &InstanceRecord) -> InstanceStatus {
+    InstanceStatus {
+        instance_id: id.to_owned(),
+        name: r.name.clone(),
+        status: OrchestrationStatus::try_from(r.status).unwrap_or(OrchestrationStatus::Running),
+        created: r.created,
+        last_updated: r.last_updated,
+        completed: r.completed,
+        input: r.input.clone(),
+        output: r.output.clone(),
+        custom_status: r.custom_status.clone(),
+        failure: r.failure.clone(),
+        execution_id: r.execution_id.clone(),
+        parent_instance_id: r
+            .parent
+            .as_ref()
+            .and_then(|p| p.workflow_instance.as_ref())
+            .map(|w| w.instance_id.clone()),
+        scheduled_start: r.scheduled_start,
+        tags: r.tags.clone(),
+    }
+}
+
+/// Dapr's status names (`RUNNING`, `COMPLETED`, ...).
+pub fn status_name(status: i32) -> &'static str {
+    match OrchestrationStatus::try_from(status) {
+        Ok(OrchestrationStatus::Running) => "RUNNING",
+        Ok(OrchestrationStatus::Completed) => "COMPLETED",
+        Ok(OrchestrationStatus::ContinuedAsNew) => "CONTINUED_AS_NEW",
+        Ok(OrchestrationStatus::Failed) => "FAILED",
+        Ok(OrchestrationStatus::Canceled) => "CANCELED",
+        Ok(OrchestrationStatus::Terminated) => "TERMINATED",
+        Ok(OrchestrationStatus::Pending) => "PENDING",
+        Ok(OrchestrationStatus::Suspended) => "SUSPENDED",
+        Ok(OrchestrationStatus::Stalled) => "STALLED",
+        Err(_) => "UNKNOWN",
+    }
+}
+
+fn internal(e: impl std::fmt::Display) -> Status {
+    Status::internal(e.to_string())
+}
+
+/// Poison-tolerant lock: a panic elsewhere must not wedge the engine.
+fn lock<T>(m: &StdMutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}

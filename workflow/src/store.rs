@@ -1,0 +1,303 @@
+//! How workflow instances are laid out in the state store.
+//!
+//! Every instance is one small record (`<prefix><id>||metadata`: status,
+//! input/output, the inbox of events not yet shown to the workflow, the
+//! messages it still has to deliver to other instances) plus its history as
+//! append-only chunks (`<prefix><id>||history-000001`, one per completed
+//! turn). A turn is therefore one transaction of two keys whatever the size
+//! of the history, and an event raised, an activity result or a fired timer
+//! is one write of the record. Instance ids are listed in `SHARDS` index keys
+//! (`<prefix>index-07`) so a restarted sidecar finds the instances it must
+//! resume and `ListInstanceIDs` can page through them.
+
+use std::{collections::HashMap, sync::Arc};
+
+use bytes::Bytes;
+use dapr_components::state::{
+    Consistency, DeleteRequest, GetRequest, SetRequest, StateError, StateStore, TransactionOp,
+};
+use prost::Message;
+
+use crate::proto::{HistoryEvent, OrchestrationStatus, ParentInstanceInfo, TaskFailureDetails};
+
+/// Number of index keys instance ids are spread over.
+pub const SHARDS: u32 = 32;
+
+/// The persisted state of one instance (everything but its history).
+#[derive(Clone, PartialEq, Message)]
+pub struct InstanceRecord {
+    #[prost(string, tag = "1")]
+    pub name: String,
+    #[prost(enumeration = "OrchestrationStatus", tag = "2")]
+    pub status: i32,
+    #[prost(message, optional, tag = "3")]
+    pub created: Option<prost_types::Timestamp>,
+    #[prost(message, optional, tag = "4")]
+    pub last_updated: Option<prost_types::Timestamp>,
+    #[prost(message, optional, tag = "5")]
+    pub completed: Option<prost_types::Timestamp>,
+    #[prost(string, optional, tag = "6")]
+    pub input: Option<String>,
+    #[prost(string, optional, tag = "7")]
+    pub output: Option<String>,
+    #[prost(string, optional, tag = "8")]
+    pub custom_status: Option<String>,
+    #[prost(message, optional, tag = "9")]
+    pub failure: Option<TaskFailureDetails>,
+    #[prost(message, optional, tag = "10")]
+    pub parent: Option<ParentInstanceInfo>,
+    #[prost(string, tag = "11")]
+    pub execution_id: String,
+    /// History chunk keys written so far (`history-000001` ..).
+    #[prost(uint32, tag = "12")]
+    pub history_chunks: u32,
+    /// Events waiting for the next turn, in arrival order.
+    #[prost(message, repeated, tag = "13")]
+    pub inbox: Vec<InboxEntry>,
+    /// Events for other instances, persisted with the turn that produced
+    /// them and delivered after it committed.
+    #[prost(message, repeated, tag = "14")]
+    pub outbox: Vec<OutgoingMessage>,
+    /// Dedup keys of the last messages received from other instances, so a
+    /// redelivery after a crash is not shown to the workflow twice.
+    #[prost(string, repeated, tag = "15")]
+    pub received: Vec<String>,
+    #[prost(map = "string, string", tag = "16")]
+    pub tags: HashMap<String, String>,
+    #[prost(message, optional, tag = "17")]
+    pub scheduled_start: Option<prost_types::Timestamp>,
+    /// Ids of child workflows started by this instance (for recursive
+    /// terminate and purge).
+    #[prost(string, repeated, tag = "18")]
+    pub children: Vec<String>,
+    /// Bumped on continue-as-new, so stale completions of the previous
+    /// execution are recognised.
+    #[prost(uint32, tag = "19")]
+    pub generation: u32,
+}
+
+/// One event waiting in an instance's inbox.
+#[derive(Clone, PartialEq, Message)]
+pub struct InboxEntry {
+    #[prost(message, optional, tag = "1")]
+    pub event: Option<HistoryEvent>,
+    /// Set for messages from other instances (see `InstanceRecord::received`).
+    #[prost(string, tag = "2")]
+    pub dedup: String,
+}
+
+/// An event for another instance.
+#[derive(Clone, PartialEq, Message)]
+pub struct OutgoingMessage {
+    #[prost(string, tag = "1")]
+    pub target: String,
+    /// Unique per (sender execution, event): the receiver drops repeats.
+    #[prost(string, tag = "2")]
+    pub dedup: String,
+    #[prost(message, optional, tag = "3")]
+    pub event: Option<HistoryEvent>,
+    /// Set when the message starts a new instance (a child workflow):
+    /// the receiver is created if it does not exist.
+    #[prost(message, optional, tag = "4")]
+    pub create: Option<ChildStart>,
+}
+
+/// What a child workflow is started with.
+#[derive(Clone, PartialEq, Message)]
+pub struct ChildStart {
+    #[prost(string, tag = "1")]
+    pub name: String,
+    #[prost(string, optional, tag = "2")]
+    pub input: Option<String>,
+}
+
+/// A slice of history written by one turn.
+#[derive(Clone, PartialEq, Message)]
+pub struct HistoryChunk {
+    #[prost(message, repeated, tag = "1")]
+    pub events: Vec<HistoryEvent>,
+}
+
+/// The ids listed in one index key.
+#[derive(Clone, PartialEq, Message)]
+pub struct IndexShard {
+    #[prost(message, repeated, tag = "1")]
+    pub entries: Vec<IndexEntry>,
+}
+
+#[derive(Clone, PartialEq, Message)]
+pub struct IndexEntry {
+    #[prost(string, tag = "1")]
+    pub instance_id: String,
+    /// Terminal instances need no resuming after a restart.
+    #[prost(bool, tag = "2")]
+    pub terminal: bool,
+}
+
+/// Storage failures, including records that no longer decode.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error(transparent)]
+    State(#[from] StateError),
+    #[error("stored workflow data under '{key}' is corrupt: {source}")]
+    Corrupt {
+        key: String,
+        source: prost::DecodeError,
+    },
+}
+
+/// Reads and writes instances under one app's key prefix.
+#[derive(Clone)]
+pub struct WorkflowStore {
+    store: Arc<dyn StateStore>,
+    prefix: String,
+}
+
+/// A write that is applied atomically by `commit`.
+#[derive(Default)]
+pub struct Batch {
+    ops: Vec<TransactionOp>,
+}
+
+impl Batch {
+    pub fn put(&mut self, key: String, value: Vec<u8>) {
+        self.ops.push(TransactionOp::Set(SetRequest {
+            key,
+            value: Bytes::from(value),
+            consistency: Consistency::Strong,
+            ..Default::default()
+        }));
+    }
+
+    pub fn delete(&mut self, key: String) {
+        self.ops.push(TransactionOp::Delete(DeleteRequest {
+            key,
+            consistency: Consistency::Strong,
+            ..Default::default()
+        }));
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.ops.is_empty()
+    }
+}
+
+impl WorkflowStore {
+    /// `app_id` and `namespace` scope the keys as Dapr scopes its workflow
+    /// actors: `<app-id>||dapr.internal.<namespace>.<app-id>.workflow||`.
+    pub fn new(store: Arc<dyn StateStore>, app_id: &str, namespace: &str) -> Self {
+        Self {
+            store,
+            prefix: format!("{app_id}||dapr.internal.{namespace}.{app_id}.workflow||"),
+        }
+    }
+
+    pub fn record_key(&self, id: &str) -> String {
+        format!("{}{id}||metadata", self.prefix)
+    }
+
+    pub fn chunk_key(&self, id: &str, chunk: u32) -> String {
+        format!("{}{id}||history-{chunk:06}", self.prefix)
+    }
+
+    pub fn shard_key(&self, shard: u32) -> String {
+        format!("{}index-{shard:02}", self.prefix)
+    }
+
+    /// The index key an instance id is listed under (FNV-1a, stable across
+    /// versions and platforms).
+    pub fn shard_of(id: &str) -> u32 {
+        let mut h: u32 = 0x811c_9dc5;
+        for b in id.bytes() {
+            h ^= u32::from(b);
+            h = h.wrapping_mul(0x0100_0193);
+        }
+        h % SHARDS
+    }
+
+    async fn get_raw(&self, key: &str) -> Result<Option<Bytes>, StoreError> {
+        let req = GetRequest {
+            key: key.to_owned(),
+            consistency: Consistency::Strong,
+            metadata: HashMap::new(),
+        };
+        Ok(self.store.get(&req).await?.map(|item| item.value))
+    }
+
+    fn decode<M: Message + Default>(key: &str, raw: &[u8]) -> Result<M, StoreError> {
+        M::decode(raw).map_err(|source| StoreError::Corrupt {
+            key: key.to_owned(),
+            source,
+        })
+    }
+
+    pub async fn load_record(&self, id: &str) -> Result<Option<InstanceRecord>, StoreError> {
+        let key = self.record_key(id);
+        match self.get_raw(&key).await? {
+            Some(raw) => Ok(Some(Self::decode(&key, &raw)?)),
+            None => Ok(None),
+        }
+    }
+
+    /// The whole history, chunk by chunk.
+    pub async fn load_history(
+        &self,
+        id: &str,
+        chunks: u32,
+    ) -> Result<Vec<HistoryEvent>, StoreError> {
+        let reqs: Vec<GetRequest> = (1..=chunks)
+            .map(|c| GetRequest {
+                key: self.chunk_key(id, c),
+                consistency: Consistency::Strong,
+                metadata: HashMap::new(),
+            })
+            .collect();
+        let mut events = Vec::new();
+        for item in self.store.bulk_get(&reqs, 8).await {
+            match item.result? {
+                Some(v) => {
+                    let chunk: HistoryChunk = Self::decode(&item.key, &v.value)?;
+                    events.extend(chunk.events);
+                }
+                None => {
+                    return Err(StoreError::State(StateError::Backend(format!(
+                        "workflow history chunk '{}' is missing",
+                        item.key
+                    ))));
+                }
+            }
+        }
+        Ok(events)
+    }
+
+    pub async fn load_shard(&self, shard: u32) -> Result<IndexShard, StoreError> {
+        let key = self.shard_key(shard);
+        match self.get_raw(&key).await? {
+            Some(raw) => Self::decode(&key, &raw),
+            None => Ok(IndexShard::default()),
+        }
+    }
+
+    pub fn put_record(&self, batch: &mut Batch, id: &str, record: &InstanceRecord) {
+        batch.put(self.record_key(id), record.encode_to_vec());
+    }
+
+    pub fn put_chunk(&self, batch: &mut Batch, id: &str, chunk: u32, events: &[HistoryEvent]) {
+        let chunk_msg = HistoryChunk {
+            events: events.to_vec(),
+        };
+        batch.put(self.chunk_key(id, chunk), chunk_msg.encode_to_vec());
+    }
+
+    pub fn put_shard(&self, batch: &mut Batch, shard: u32, index: &IndexShard) {
+        batch.put(self.shard_key(shard), index.encode_to_vec());
+    }
+
+    pub async fn commit(&self, batch: Batch) -> Result<(), StoreError> {
+        if batch.ops.is_empty() {
+            return Ok(());
+        }
+        self.store.transact(&batch.ops).await?;
+        Ok(())
+    }
+}
