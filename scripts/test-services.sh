@@ -365,6 +365,16 @@ CONF
     summary mosquitto "$state" "mqtt://127.0.0.1:$MOSQUITTO_PORT"
 }
 
+# ---------------------------------------------------------------- promtool --
+
+# Not a server: `promtool check metrics` validates the /metrics pages in
+# runtime/tests/observability.rs. Debian ships it in `prometheus` (whose
+# daemon is not started here).
+ensure_promtool() {
+    command -v promtool >/dev/null || install_pkgs prometheus
+    summary promtool ok "$(promtool --version 2>&1 | head -1)"
+}
+
 # ------------------------------------------------------------------ python --
 
 ensure_python() {
@@ -389,6 +399,7 @@ main() {
     ensure_nats
     ensure_rabbitmq
     ensure_mosquitto
+    ensure_promtool
     ensure_python
 }
 

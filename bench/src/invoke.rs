@@ -605,13 +605,32 @@ async fn run_protocol(
         ),
     )
     .context("cannot write the configuration file")?;
+    // Observability under test: a Zipkin sink (an HTTP echo app) for spans.
+    let span_sink = match args.tracing_sampling {
+        Some(rate) => {
+            let sink = start_echo_app(Protocol::Http)?;
+            let block = format!(
+                "  tracing:\n    samplingRate: \"{rate}\"\n    zipkin:\n      endpointAddress: http://127.0.0.1:{}/api/v2/spans\n",
+                sink.port
+            );
+            std::fs::OpenOptions::new()
+                .append(true)
+                .open(&config)
+                .and_then(|mut f| std::io::Write::write_all(&mut f, block.as_bytes()))
+                .context("cannot write the tracing configuration")?;
+            Some(sink)
+        }
+        None => None,
+    };
     let cfg = config.display().to_string();
+    let metrics_flag = format!("--enable-metrics={}", args.metrics);
 
     let mut callee_args = vec![
         "--config".to_owned(),
         cfg.clone(),
         "--app-port".to_owned(),
         app.port.to_string(),
+        metrics_flag.clone(),
     ];
     if protocol == Protocol::Grpc {
         callee_args.extend(["--app-protocol".to_owned(), "grpc".to_owned()]);
@@ -626,7 +645,7 @@ async fn run_protocol(
         log: &callee_log,
         extra_args: &callee_args,
     })?;
-    let caller_args = vec!["--config".to_owned(), cfg];
+    let caller_args = vec!["--config".to_owned(), cfg, metrics_flag];
     let caller_data = tmp.path().join("caller-data");
     let caller_log = tmp.path().join("caller.log");
     let caller = start_daprd(&Launch {
@@ -749,6 +768,7 @@ async fn run_protocol(
         stop_daprd(b);
     }
     drop(app);
+    drop(span_sink);
     result?;
     Ok(ProtocolRun {
         protocol,

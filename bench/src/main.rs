@@ -119,6 +119,13 @@ pub struct InvokeArgs {
     /// The dapr-sentry binary for --mtls.
     #[arg(long, default_value = "target/release/dapr-sentry")]
     pub sentry: PathBuf,
+    /// Prometheus metrics in both sidecars (daprd's default: on).
+    #[arg(long, default_value_t = true, action = clap::ArgAction::Set)]
+    pub metrics: bool,
+    /// Trace with this Configuration `samplingRate`, exporting Zipkin spans
+    /// to a local sink (off when absent).
+    #[arg(long)]
+    pub tracing_sampling: Option<f64>,
 }
 
 impl InvokeArgs {

@@ -23,7 +23,9 @@ pub struct ConfigError {
 impl ObservabilityConfig {
     /// Reads the sections from the spec's unparsed fields (`metrics` wins
     /// over the older `metric`, as in Dapr).
-    pub fn from_spec(spec: &serde_json::Map<String, serde_json::Value>) -> Result<Self, ConfigError> {
+    pub fn from_spec(
+        spec: &serde_json::Map<String, serde_json::Value>,
+    ) -> Result<Self, ConfigError> {
         fn section<T: for<'de> Deserialize<'de>>(
             spec: &serde_json::Map<String, serde_json::Value>,
             name: &'static str,

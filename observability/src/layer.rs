@@ -142,15 +142,18 @@ where
                 })
             });
         }
-        let route = shared
-            .api_log
-            .obfuscate_urls
-            .then(|| {
-                req.extensions()
-                    .get::<axum::extract::MatchedPath>()
-                    .map(|m| m.as_str().to_owned())
-            })
-            .flatten();
+        // obfuscateURLs: the route template when the router knows it, else
+        // the path without the parts Dapr treats as variable (keys, ids).
+        let route = shared.api_log.obfuscate_urls.then(|| {
+            req.extensions()
+                .get::<axum::extract::MatchedPath>()
+                .map(|m| m.as_str().to_owned())
+                .unwrap_or_else(|| {
+                    crate::metrics::PathLabeler::new(true, &[])
+                        .label(&path)
+                        .into_owned()
+                })
+        });
         let user_agent = req
             .headers()
             .get(http::header::USER_AGENT)
@@ -158,7 +161,15 @@ where
             .map(str::to_owned);
         let fut = self.inner.call(req);
         Box::pin(async move {
-            let res = fut.await?;
+            let mut res = fut.await?;
+            // Dapr answers HTTP API calls with the span's traceparent.
+            if shared.protocol == Protocol::Http
+                && let Some(span) = &span
+                && !res.headers().contains_key("traceparent")
+                && let Ok(v) = HeaderValue::from_str(&span.traceparent())
+            {
+                res.headers_mut().insert("traceparent", v);
+            }
             let status = res.status().as_u16();
             let grpc_status = res
                 .headers()
@@ -240,7 +251,9 @@ impl Drop for Done {
             }
             Protocol::Grpc => {
                 // A body that ended without grpc-status trailers was cut off.
-                let code = self.grpc_status.unwrap_or(if self.status == 200 { 2 } else { 14 });
+                let code = self
+                    .grpc_status
+                    .unwrap_or(if self.status == 200 { 2 } else { 14 });
                 if let Some(m) = s.metrics {
                     m.grpc.server_done(
                         &self.path,

@@ -8,7 +8,9 @@
 //!   daprd's HTTP and gRPC servers;
 //! - [`logging`]: `--log-level` / `--log-as-json` with Dapr's JSON fields.
 
+pub mod components;
 pub mod config;
+pub mod daprd;
 pub mod layer;
 pub mod logging;
 pub mod metrics;

@@ -184,7 +184,11 @@ mod tests {
             .finish();
         tracing::subscriber::with_default(sub, || {
             tracing::info!("dapr initialized. Status: Running");
-            tracing::info!(scope = "dapr.runtime.http-info", code = 200u64, "HTTP API Called");
+            tracing::info!(
+                scope = "dapr.runtime.http-info",
+                code = 200u64,
+                "HTTP API Called"
+            );
         });
         let out = String::from_utf8(buf.0.lock().unwrap().clone()).unwrap();
         let lines: Vec<serde_json::Value> = out
@@ -192,7 +196,9 @@ mod tests {
             .map(|l| serde_json::from_str(l).unwrap())
             .collect();
         let l = &lines[0];
-        for k in ["time", "level", "msg", "scope", "app_id", "instance", "type", "ver"] {
+        for k in [
+            "time", "level", "msg", "scope", "app_id", "instance", "type", "ver",
+        ] {
             assert!(l.get(k).is_some(), "missing {k} in {l}");
         }
         assert_eq!(l["msg"], "dapr initialized. Status: Running");

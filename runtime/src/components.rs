@@ -375,6 +375,17 @@ impl ComponentLoader {
     }
 
     async fn init(&self, c: &Sourced<Component>) -> Result<(), ComponentError> {
+        let res = self.init_component(c).await;
+        let comp = &c.resource;
+        dapr_observability::metrics::record_component_init(
+            &comp.spec.type_,
+            comp.name(),
+            res.is_ok(),
+        );
+        res
+    }
+
+    async fn init_component(&self, c: &Sourced<Component>) -> Result<(), ComponentError> {
         let comp = &c.resource;
         let timeout = match comp.spec.init_timeout.as_deref() {
             Some(t) => {
@@ -424,7 +435,7 @@ impl ComponentLoader {
                 info.capabilities.push("ACTOR".to_owned());
             }
             let entry = StateStoreEntry {
-                store,
+                store: dapr_observability::components::metered_state(&name, store),
                 prefix: KeyPrefix::parse(metadata.get("keyPrefix")),
                 info,
                 outbox: crate::pubsub::outbox::OutboxConfig::from_metadata(metadata).map(Arc::new),
@@ -436,6 +447,7 @@ impl ComponentLoader {
                 .await
                 .map_err(|e| e.to_string())?;
             write(&self.registry.state).remove(&name);
+            let store = dapr_observability::components::metered_secrets(&name, store);
             write(&self.registry.secrets).insert(name, SecretStoreEntry { store, info });
         } else if type_.starts_with("pubsub.") {
             let pubsub = pubsub_components::create(type_, metadata)

@@ -65,6 +65,9 @@ pub struct Options {
     /// Metrics port.
     #[arg(long, default_value_t = 9090)]
     pub metrics_port: u16,
+    /// Address the metrics server listens on.
+    #[arg(long, default_value = "0.0.0.0")]
+    pub metrics_listen_address: String,
     /// Enable the metrics endpoint. Boolean flags take Go's forms:
     /// `--flag`, `--flag=true`, `--flag=false` (Dapr's injector uses both).
     #[arg(long, default_value_t = true, num_args = 0..=1, require_equals = true, default_missing_value = "true", action = clap::ArgAction::Set)]

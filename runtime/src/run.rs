@@ -6,7 +6,6 @@ use anyhow::{Context, bail};
 use axum::serve::ListenerExt;
 use dapr_crds::{Component, ComponentSpec, Configuration, MetadataItem, ObjectMeta};
 use tokio::{net::TcpListener, task::JoinSet};
-use tracing_subscriber::EnvFilter;
 
 use dapr_components::{
     ComponentMetadata,
@@ -34,24 +33,13 @@ use crate::{
 };
 
 pub fn init_logging(opts: &Options) -> anyhow::Result<()> {
-    let level = match opts.log_level.as_str() {
-        "debug" | "info" | "warn" | "error" => opts.log_level.as_str(),
-        "fatal" => "error",
-        other => bail!("invalid --log-level '{other}': expected debug, info, warn, error or fatal"),
-    };
-    let filter = EnvFilter::try_from_env("DAPR_RS_LOG").unwrap_or_else(|_| EnvFilter::new(level));
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr);
-    if opts.log_as_json {
-        builder
-            .json()
-            .flatten_event(true)
-            .with_current_span(false)
-            .init();
-    } else {
-        builder.with_target(false).init();
-    }
+    dapr_observability::logging::init(&dapr_observability::logging::LogOptions {
+        level: opts.log_level.clone(),
+        json: opts.log_as_json,
+        scope: "dapr.runtime".into(),
+        app_id: opts.app_id.clone(),
+        version: crate::sidecar::RUNTIME_VERSION.into(),
+    })?;
     Ok(())
 }
 
@@ -155,6 +143,16 @@ pub async fn run(opts: Options) -> anyhow::Result<()> {
         })
         .unwrap_or_default();
     let hot_reload = features.iter().any(|f| f == "HotReload");
+    let observability = dapr_observability::daprd::start(dapr_observability::daprd::Settings {
+        app_id: &opts.app_id,
+        namespace: &namespace,
+        enable_metrics: opts.enable_metrics,
+        metrics_port: opts.metrics_port,
+        metrics_listen_address: &opts.metrics_listen_address,
+        enable_api_logging: opts.enable_api_logging,
+        configuration: configuration.as_ref().map(|c| &c.spec.extra),
+    })
+    .await?;
 
     let registry = Arc::new(Registry::default());
     let max_message = usize::try_from(opts.max_body_size).unwrap_or(usize::MAX);
@@ -278,7 +276,8 @@ pub async fn run(opts: Options) -> anyhow::Result<()> {
     for ip in &listen {
         let addr = SocketAddr::new(*ip, opts.dapr_http_port);
         let listener = bind(addr, "HTTP API").await?;
-        let router = api::http::router_with_pipeline(sidecar.clone(), &http_pipeline);
+        let router = api::http::router_with_pipeline(sidecar.clone(), &http_pipeline)
+            .layer(observability.http.clone());
         let token = sidecar.shutdown.clone();
         servers.spawn(async move {
             axum::serve(
@@ -333,7 +332,8 @@ pub async fn run(opts: Options) -> anyhow::Result<()> {
             .into_axum_router()
             .fallback_service(
                 axum::routing::any(grpc_proxy::api_fallback).with_state(proxy.clone()),
-            );
+            )
+            .layer(observability.grpc.clone());
         spawn_h2_server(
             &mut servers,
             listener,
@@ -360,7 +360,8 @@ pub async fn run(opts: Options) -> anyhow::Result<()> {
         .into_axum_router()
         .fallback_service(
             axum::routing::any(grpc_proxy::internal_fallback).with_state(proxy.clone()),
-        );
+        )
+        .layer(observability.internal.clone());
         match &mtls {
             Some(m) => {
                 let config = Arc::new(m.internal_server_config()?);

@@ -7,7 +7,7 @@
 //! [`init`]; recording before (or without) it is a no-op, so building
 //! blocks can call [`get`] without plumbing.
 
-mod component;
+pub mod component;
 mod grpc;
 mod http;
 mod path;
@@ -145,6 +145,68 @@ impl DaprdMetrics {
     }
 }
 
+/// Records a component's initialisation (`dapr_runtime_component_loaded`,
+/// `_init_total`, or `_init_fail_total` with reason `init`), if metrics are on.
+pub fn record_component_init(kind: &str, name: &str, ok: bool) {
+    if let Some(m) = get() {
+        if ok {
+            m.service.component_initialized(kind);
+        } else {
+            m.service.component_init_failed(kind, "init", name);
+        }
+    }
+}
+
+/// Caller side of service invocation: a request sent to `dst`.
+pub fn invocation_sent(dst: &str) {
+    if let Some(m) = get() {
+        m.service.request_sent(dst, false);
+    }
+}
+
+/// Caller side: `dst` answered with `status` (HTTP status) after the time
+/// since `start`.
+pub fn invocation_response_received(dst: &str, status: i32, start: std::time::Instant) {
+    if let Some(m) = get() {
+        m.service
+            .response_received(dst, status, false, elapsed_ms(start));
+    }
+}
+
+/// Callee side: a request from `src` arrived / was answered.
+pub fn invocation_received(src: &str) {
+    if let Some(m) = get() {
+        m.service.request_received(src);
+    }
+}
+
+pub fn invocation_responded(src: &str, status: i32) {
+    if let Some(m) = get() {
+        m.service.response_sent(src, status);
+    }
+}
+
+/// A publish to pub/sub `component` (`dapr_component_pubsub_egress_*`).
+pub fn pubsub_egress(component: &str, topic: &str, ok: bool, start: std::time::Instant) {
+    if let Some(m) = get() {
+        m.component
+            .pubsub_egress(component, topic, ok, elapsed_ms(start));
+    }
+}
+
+/// A delivery to the app (`process_status`: success, retry or drop).
+pub fn pubsub_ingress(
+    component: &str,
+    topic: &str,
+    process_status: &str,
+    start: std::time::Instant,
+) {
+    if let Some(m) = get() {
+        m.component
+            .pubsub_ingress(component, topic, process_status, "", elapsed_ms(start));
+    }
+}
+
 /// Renders any registry in the Prometheus text format.
 pub fn render(registry: &Registry) -> String {
     use prometheus::Encoder;
@@ -256,7 +318,9 @@ mod tests {
         m.record_error_code("ERR_STATE_GET");
         let out = m.render();
         assert!(
-            out.contains(r#"dapr_error_code_total{app_id="a",category="state",error_code="ERR_STATE_GET"} 1"#),
+            out.contains(
+                r#"dapr_error_code_total{app_id="a",category="state",error_code="ERR_STATE_GET"} 1"#
+            ),
             "{out}"
         );
     }

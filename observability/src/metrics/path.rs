@@ -10,7 +10,12 @@
 
 use std::borrow::Cow;
 
-const STATIC_PATHS: &[&str] = &["/dapr/config", "/dapr/metrics", "/dapr/subscribe", "/healthz"];
+const STATIC_PATHS: &[&str] = &[
+    "/dapr/config",
+    "/dapr/metrics",
+    "/dapr/subscribe",
+    "/healthz",
+];
 
 #[derive(Debug, Clone)]
 pub struct PathLabeler {

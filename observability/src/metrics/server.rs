@@ -21,7 +21,10 @@ pub fn router(render: Render) -> Router {
         let render = render.clone();
         async move {
             (
-                [(header::CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")],
+                [(
+                    header::CONTENT_TYPE,
+                    "text/plain; version=0.0.4; charset=utf-8",
+                )],
                 render(),
             )
                 .into_response()

@@ -74,7 +74,10 @@ pub fn valid_tracestate(v: &str) -> bool {
         && v.split(',')
             .map(str::trim)
             .filter(|m| !m.is_empty())
-            .all(|m| m.split_once('=').is_some_and(|(k, v)| !k.is_empty() && !v.is_empty()))
+            .all(|m| {
+                m.split_once('=')
+                    .is_some_and(|(k, v)| !k.is_empty() && !v.is_empty())
+            })
 }
 
 /// `baggage` (W3C Baggage): comma-separated `key=value[;props]` members.
@@ -117,9 +120,11 @@ mod tests {
         let c = TraceContext::parse(tp).unwrap();
         assert!(c.sampled);
         assert_eq!(c.traceparent(), tp);
-        assert!(!TraceContext::parse("00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-00")
-            .unwrap()
-            .sampled);
+        assert!(
+            !TraceContext::parse("00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-00")
+                .unwrap()
+                .sampled
+        );
         for bad in [
             "",
             "00-00000000000000000000000000000000-00f067aa0ba902b7-01",

@@ -61,11 +61,14 @@ fn http_client() -> HttpClient {
 }
 
 fn uri(what: &'static str, endpoint: &str) -> Result<http::Uri, ExportError> {
-    let u: http::Uri = endpoint.parse().map_err(|e: http::uri::InvalidUri| ExportError::Endpoint {
-        what,
-        endpoint: endpoint.to_owned(),
-        reason: e.to_string(),
-    })?;
+    let u: http::Uri =
+        endpoint
+            .parse()
+            .map_err(|e: http::uri::InvalidUri| ExportError::Endpoint {
+                what,
+                endpoint: endpoint.to_owned(),
+                reason: e.to_string(),
+            })?;
     match u.scheme_str() {
         Some("http") => Ok(u),
         Some("https") => Err(ExportError::Tls(endpoint.to_owned())),
@@ -77,13 +80,19 @@ fn uri(what: &'static str, endpoint: &str) -> Result<http::Uri, ExportError> {
     }
 }
 
-fn parse_headers(items: impl IntoIterator<Item = String>) -> Result<Vec<(String, String)>, ExportError> {
+fn parse_headers(
+    items: impl IntoIterator<Item = String>,
+) -> Result<Vec<(String, String)>, ExportError> {
     items
         .into_iter()
         .filter(|h| !h.trim().is_empty())
         .map(|h| match h.split_once('=') {
-            Some((k, v)) if !k.trim().is_empty() => Ok((k.trim().to_ascii_lowercase(), v.trim().to_owned())),
-            _ => Err(ExportError::Header(h.split('=').next().unwrap_or("").to_owned())),
+            Some((k, v)) if !k.trim().is_empty() => {
+                Ok((k.trim().to_ascii_lowercase(), v.trim().to_owned()))
+            }
+            _ => Err(ExportError::Header(
+                h.split('=').next().unwrap_or("").to_owned(),
+            )),
         })
         .collect()
 }
@@ -137,7 +146,12 @@ pub(crate) fn from_config(
             .as_deref()
             .and_then(go_duration)
             .unwrap_or(Duration::from_secs(10));
-        Some((url, o.protocol.clone(), parse_headers(o.headers.clone())?, timeout))
+        Some((
+            url,
+            o.protocol.clone(),
+            parse_headers(o.headers.clone())?,
+            timeout,
+        ))
     } else if let Some(ep) =
         env("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT").or_else(|| env("OTEL_EXPORTER_OTLP_ENDPOINT"))
     {
@@ -154,7 +168,12 @@ pub(crate) fn from_config(
             let insecure = env("OTEL_EXPORTER_OTLP_INSECURE").is_some_and(|v| v == "true");
             format!("{}://{ep}", if insecure { "http" } else { "https" })
         };
-        Some((url, protocol, parse_headers(headers)?, Duration::from_secs(10)))
+        Some((
+            url,
+            protocol,
+            parse_headers(headers)?,
+            Duration::from_secs(10),
+        ))
     } else {
         None
     };
@@ -219,7 +238,9 @@ pub(crate) async fn run(mut rx: mpsc::Receiver<SpanRecord>, exporters: Vec<Expor
 
 impl Exporter {
     async fn export(&self, spans: &[SpanRecord]) -> Result<(), String> {
-        let service = super::get().map(|t| t.service_name().to_owned()).unwrap_or_default();
+        let service = super::get()
+            .map(|t| t.service_name().to_owned())
+            .unwrap_or_default();
         match self {
             Exporter::OtlpGrpc {
                 client,
@@ -250,11 +271,27 @@ impl Exporter {
                 timeout,
             } => {
                 let body = otlp_request(&service, spans).encode_to_vec();
-                post(client, url, "application/x-protobuf", headers, body, *timeout).await
+                post(
+                    client,
+                    url,
+                    "application/x-protobuf",
+                    headers,
+                    body,
+                    *timeout,
+                )
+                .await
             }
             Exporter::Zipkin { client, url } => {
                 let body = zipkin_json(&service, spans);
-                post(client, url, "application/json", &[], body, Duration::from_secs(10)).await
+                post(
+                    client,
+                    url,
+                    "application/json",
+                    &[],
+                    body,
+                    Duration::from_secs(10),
+                )
+                .await
             }
         }
     }
@@ -427,7 +464,10 @@ mod tests {
             }),
             ..Default::default()
         };
-        assert!(matches!(from_config(Some(&secure), &none), Err(ExportError::Tls(_))));
+        assert!(matches!(
+            from_config(Some(&secure), &none),
+            Err(ExportError::Tls(_))
+        ));
         let env = |k: &str| match k {
             "OTEL_EXPORTER_OTLP_ENDPOINT" => Some("http://127.0.0.1:4318".to_owned()),
             "OTEL_EXPORTER_OTLP_PROTOCOL" => Some("http/protobuf".to_owned()),
@@ -446,7 +486,10 @@ mod tests {
             _ => None,
         };
         assert!(from_config(None, &bad).is_ok());
-        assert!(matches!(from_config(None, &bad_proto), Err(ExportError::Protocol(_))));
+        assert!(matches!(
+            from_config(None, &bad_proto),
+            Err(ExportError::Protocol(_))
+        ));
     }
 
     #[test]

@@ -77,7 +77,10 @@ pub enum TraceError {
 /// `OTEL_TRACES_SAMPLER_ARG`, `OTEL_SERVICE_NAME`). Nothing configured (no
 /// exporter) installs nothing: requests then pass `traceparent` through
 /// untouched. Must run inside the tokio runtime.
-pub fn init(spec: Option<&TracingSpec>, app_id: &str) -> Result<Option<&'static Tracer>, TraceError> {
+pub fn init(
+    spec: Option<&TracingSpec>,
+    app_id: &str,
+) -> Result<Option<&'static Tracer>, TraceError> {
     let env = |k: &str| std::env::var(k).ok().filter(|v| !v.is_empty());
     let exporters = export::from_config(spec, &env)?;
     if exporters.is_empty() {
@@ -223,6 +226,35 @@ impl Tracer {
             headers.insert("traceparent", v);
         }
         span
+    }
+}
+
+/// A span for a pub/sub delivery, child of the publisher's span carried in
+/// the CloudEvent's `traceparent` (a new trace without one). `None` when
+/// tracing is off.
+pub fn start_delivery(pubsub: &str, topic: &str, traceparent: Option<&str>) -> Option<ActiveSpan> {
+    let t = get()?;
+    let parent = traceparent.and_then(TraceContext::parse);
+    let mut span = t.start(
+        format!("pubsub/{topic}"),
+        SpanKind::Consumer,
+        parent.as_ref(),
+    );
+    span.attr("messaging.system", pubsub);
+    span.attr("messaging.destination.name", topic);
+    span.attr("dapr.protocol", "pubsub");
+    Some(span)
+}
+
+/// Copies the W3C headers of an API request onto an outgoing gRPC call
+/// (sidecar to sidecar), so the callee's span is this span's child.
+pub fn inject_grpc(headers: &HeaderMap, md: &mut tonic::metadata::MetadataMap) {
+    for h in ["traceparent", "tracestate", "baggage"] {
+        if let Some(v) = headers.get(h).and_then(|v| v.to_str().ok())
+            && let Ok(v) = v.parse()
+        {
+            md.insert(h, v);
+        }
     }
 }
 

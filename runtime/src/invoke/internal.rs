@@ -243,6 +243,12 @@ impl ServiceInvocation for InternalServer {
         req: Request<Streaming<internals::InternalInvokeRequestStream>>,
     ) -> Result<Response<ResponseStream>, Status> {
         let verified = req.extensions().get::<VerifiedCaller>().cloned();
+        // This sidecar's span (set by the observability layer) is the app's parent.
+        let traceparent = req
+            .metadata()
+            .get("traceparent")
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_owned);
         let mut inbound = req.into_inner();
         let first = inbound
             .message()
@@ -252,6 +258,19 @@ impl ServiceInvocation for InternalServer {
             Status::invalid_argument("the first stream message must carry the request")
         })?;
         self.authorize(&mut head, verified.as_ref())?;
+        if let Some(tp) = traceparent {
+            head.metadata.insert(
+                "traceparent".to_owned(),
+                internals::ListStringValue { values: vec![tp] },
+            );
+        }
+        let caller = head
+            .metadata
+            .get(super::CALLER_APP_ID)
+            .and_then(|v| v.values.first())
+            .cloned()
+            .unwrap_or_default();
+        dapr_observability::metrics::invocation_received(&caller);
         // The request stream stays open until the response is sent (see inbound.rs).
         let (body, guard) =
             super::inbound::request_body(first.payload.map(|p| Bytes::from(p.data)), inbound);
@@ -261,6 +280,10 @@ impl ServiceInvocation for InternalServer {
             .call_local_app(invoke)
             .await
             .map_err(app_error)?;
+        dapr_observability::metrics::invocation_responded(
+            &caller,
+            i32::from(resp.status().as_u16()),
+        );
         let head = Self::response_head(&resp);
         let first = internals::InternalInvokeResponseStream {
             response: Some(head),

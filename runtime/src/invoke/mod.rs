@@ -376,6 +376,8 @@ impl Invoker {
                 other => invoke_err(other.to_string()),
             })?;
         let mut client = self.client(&address, target)?;
+        let started = std::time::Instant::now();
+        dapr_observability::metrics::invocation_sent(&target.app_id);
 
         let mut metadata = headers_to_metadata(&req.headers);
         let caller = [
@@ -415,6 +417,7 @@ impl Invoker {
             payload: None,
         };
         let mut outbound = tonic::Request::new(());
+        dapr_observability::trace::inject_grpc(&req.headers, outbound.metadata_mut());
         let cancel = outbound.cancellation_handle();
         let chunks = body_chunks(req.body, cancel)
             .enumerate()
@@ -442,6 +445,7 @@ impl Invoker {
             invoke_err("the target sidecar's first message had no response".into())
         })?;
         let status = response.status.as_ref().map(|s| s.code).unwrap_or(200);
+        dapr_observability::metrics::invocation_response_received(&target.app_id, status, started);
         let status = u16::try_from(status)
             .ok()
             .and_then(|c| StatusCode::from_u16(c).ok())

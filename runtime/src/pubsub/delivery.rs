@@ -134,10 +134,31 @@ impl Deliverer {
         msg: &Message,
     ) -> Result<Outcome, DeliveryError> {
         self.wait_healthy().await;
-        match &self.grpc {
+        let started = std::time::Instant::now();
+        let span = dapr_observability::trace::start_delivery(
+            &self.pubsub_name,
+            &self.topic,
+            event.get(ce::TRACE_PARENT).and_then(Value::as_str),
+        );
+        let result = match &self.grpc {
             Some(client) => self.attempt_grpc(client.clone(), path, event).await,
             None => self.attempt_http(path, event, body, msg).await,
+        };
+        let status = match &result {
+            Ok(Outcome::Dropped) => "drop",
+            Ok(_) => "success",
+            Err(_) => "retry",
+        };
+        dapr_observability::metrics::pubsub_ingress(
+            &self.pubsub_name,
+            &self.topic,
+            status,
+            started,
+        );
+        if let Some(span) = span {
+            span.finish(result.is_err());
         }
+        result
     }
 
     async fn attempt_http(

@@ -224,7 +224,8 @@ pub async fn publish(sidecar: &Sidecar, input: PublishInput) -> Result<(), PubSu
     let policy = sidecar
         .registry
         .pubsub_policy(&input.pubsub, Direction::Outbound);
-    policy
+    let started = std::time::Instant::now();
+    let result = policy
         .execute(|_| {
             let req = req.clone();
             let broker = entry.pubsub.clone();
@@ -243,7 +244,14 @@ pub async fn publish(sidecar: &Sidecar, input: PublishInput) -> Result<(), PubSu
                 PolicyError::Operation(op) => op.0,
                 other => other.to_string(),
             },
-        })
+        });
+    dapr_observability::metrics::pubsub_egress(
+        &input.pubsub,
+        &input.topic,
+        result.is_ok(),
+        started,
+    );
+    result
 }
 
 /// Bulk publish: validates every entry, then publishes them; entries the
