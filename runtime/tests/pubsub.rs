@@ -1166,3 +1166,118 @@ mod bulk {
         );
     }
 }
+
+/// The transactional outbox on Redis state + Redis pub/sub: a committed
+/// transaction publishes its upsert once; a failed one publishes nothing.
+mod outbox {
+    use super::*;
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn event_if_and_only_if_the_transaction_commits() {
+        let t = topic("outbox");
+        let (port, mut rx) = start_app(json!([sub(&t, "/orders")])).await;
+        let dir = tempfile::tempdir().unwrap();
+        write_resource(
+            dir.path(),
+            "pubsub.yaml",
+            &component_yaml(
+                "pubsub",
+                "pubsub.redis",
+                &[
+                    ("redisHost", &redis_addr()),
+                    ("processingTimeout", "1s"),
+                    ("redeliverInterval", "300ms"),
+                ],
+            ),
+        );
+        write_resource(
+            dir.path(),
+            "state.yaml",
+            &component_yaml(
+                "statestore",
+                "state.redis",
+                &[
+                    ("redisHost", &redis_addr()),
+                    ("outboxPublishPubsub", "pubsub"),
+                    ("outboxPublishTopic", &t),
+                    ("outboxDiscardWhenMissingState", "true"),
+                ],
+            ),
+        );
+        let daprd = DaprdBuilder::new("outbox-app")
+            .resources(dir.path())
+            .arg("--app-port")
+            .arg(port.to_string())
+            .start()
+            .await;
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        let key = format!("order-{}", uuid::Uuid::new_v4().simple());
+        let tx_url = daprd.url("/v1.0/state/statestore/transaction");
+
+        // A transaction that fails (etag mismatch) publishes nothing.
+        let r = http(
+            "POST",
+            &daprd.url("/v1.0/state/statestore"),
+            &json!([{"key": key, "value": {"n": 0}}]).to_string(),
+        )
+        .await;
+        assert_eq!(r.status, 204, "{}", r.text());
+        let r = http(
+            "POST",
+            &tx_url,
+            &json!({"operations": [{"operation": "upsert",
+                "request": {"key": key, "value": {"n": 1}, "etag": "9999"}}]})
+            .to_string(),
+        )
+        .await;
+        assert!(
+            r.status >= 400,
+            "the etag mismatch went through: {}",
+            r.text()
+        );
+        let quiet = tokio::time::timeout(Duration::from_secs(3), rx.recv()).await;
+        assert!(
+            quiet.is_err(),
+            "a failed transaction published {:?}",
+            quiet.unwrap()
+        );
+
+        // A committed one publishes its upsert, once.
+        let r = http(
+            "POST",
+            &tx_url,
+            &json!({"operations": [
+                {"operation": "upsert", "request": {"key": key, "value": {"n": 2}}},
+                {"operation": "delete", "request": {"key": "nothing-here"}}]})
+            .to_string(),
+        )
+        .await;
+        assert_eq!(r.status, 204, "{}", r.text());
+        let d = tokio::time::timeout(Duration::from_secs(15), rx.recv())
+            .await
+            .unwrap_or_else(|_| panic!("no outbox event; daprd logs:\n{}", daprd.logs()))
+            .unwrap();
+        assert_eq!(d.path, "/orders");
+        assert_eq!(d.event["data"], json!({"n": 2}));
+        assert_eq!(d.event["topic"], t.as_str());
+        assert_eq!(d.event["pubsubname"], "pubsub");
+        assert_eq!(d.event["source"], "outbox-app");
+        assert!(
+            d.event["id"]
+                .as_str()
+                .unwrap_or_default()
+                .starts_with("outbox-"),
+            "{}",
+            d.event
+        );
+        let again = tokio::time::timeout(Duration::from_secs(2), rx.recv()).await;
+        assert!(again.is_err(), "delivered twice: {:?}", again.unwrap());
+        let saved = http(
+            "GET",
+            &daprd.url(&format!("/v1.0/state/statestore/{key}")),
+            "",
+        )
+        .await;
+        assert_eq!(saved.json(), json!({"n": 2}));
+    }
+}
