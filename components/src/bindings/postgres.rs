@@ -284,10 +284,10 @@ fn column_json(row: &Row, i: usize) -> Result<serde_json::Value, BindingError> {
     }
     Ok(match ty {
         Type::BOOL => get!(bool).map_or(J::Null, J::Bool),
-        Type::INT2 => get!(i16).map_or(J::Null, |v| J::from(v)),
-        Type::INT4 => get!(i32).map_or(J::Null, |v| J::from(v)),
-        Type::INT8 => get!(i64).map_or(J::Null, |v| J::from(v)),
-        Type::OID => get!(u32).map_or(J::Null, |v| J::from(v)),
+        Type::INT2 => get!(i16).map_or(J::Null, J::from),
+        Type::INT4 => get!(i32).map_or(J::Null, J::from),
+        Type::INT8 => get!(i64).map_or(J::Null, J::from),
+        Type::OID => get!(u32).map_or(J::Null, J::from),
         Type::FLOAT4 => get!(f32).map_or(J::Null, |v| J::from(v as f64)),
         Type::FLOAT8 => get!(f64).map_or(J::Null, J::from),
         Type::NUMERIC => get!(Numeric).map_or(J::Null, |n| {
