@@ -90,6 +90,9 @@ pub struct AppChannel {
     pub health: Arc<AppHealth>,
     pub protocol: AppProtocol,
     pub address: String,
+    /// `--max-body-size`: bounds gRPC app messages, and (as MiB, as Dapr's
+    /// HTTP channel does) HTTP app responses.
+    max_body_size: u64,
 }
 
 impl AppChannel {
@@ -156,6 +159,7 @@ impl AppChannel {
             }),
             protocol: opts.app_protocol,
             address,
+            max_body_size: opts.max_body_size,
         })
     }
 
@@ -262,10 +266,13 @@ impl AppChannel {
             .await
             .map_err(|e| AppChannelError::Unreachable(format!("{e} ({})", self.address)))?;
         let (parts, incoming) = resp.into_parts();
-        let body = Body::new(incoming.map_frame(move |f| {
-            let _held = &permit;
-            f
-        }));
+        let body = crate::invoke::body_limit::limit_response(
+            incoming.map_frame(move |f| {
+                let _held = &permit;
+                f
+            }),
+            crate::invoke::body_limit::response_limit(self.max_body_size),
+        );
         Ok(Response::from_parts(parts, body))
     }
 
@@ -335,7 +342,14 @@ impl AppChannel {
             ),
             None => None,
         };
-        match AppCallbackClient::new(channel).on_invoke(request).await {
+        // Dapr's gRPC channel holds both directions to --max-body-size.
+        let max = usize::try_from(self.max_body_size).unwrap_or(usize::MAX);
+        match AppCallbackClient::new(channel)
+            .max_decoding_message_size(max)
+            .max_encoding_message_size(max)
+            .on_invoke(request)
+            .await
+        {
             Ok(resp) => {
                 let resp = resp.into_inner();
                 let mut out =

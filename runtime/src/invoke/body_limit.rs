@@ -1,5 +1,6 @@
 //! `--max-body-size` for invocation request bodies of unknown length
 //! (chunked): counted as they stream, since they can't be checked up front.
+//! Also the limit on HTTP app responses (see [`limit_response`]).
 //!
 //! Past the limit the body ends with an error, never a clean end, so every
 //! upstream (the app channel, an HTTPEndpoint, another sidecar's stream)
@@ -24,6 +25,12 @@ pub struct BodyTooLarge {
     pub limit: u64,
 }
 
+#[derive(Debug, thiserror::Error)]
+#[error("the app's response body is larger than the limit of {limit} bytes")]
+pub struct ResponseTooLarge {
+    pub limit: u64,
+}
+
 /// Set once the body went over the limit; read by the API that answers.
 #[derive(Clone, Default)]
 pub struct Exceeded(Arc<AtomicBool>);
@@ -42,18 +49,47 @@ pub fn limit(body: Body, limit: u64) -> (Body, Exceeded) {
         seen: 0,
         limit,
         exceeded: exceeded.clone(),
+        error: |limit| BodyTooLarge { limit }.into(),
     };
     (Body::new(limited), exceeded)
 }
 
-struct Limited {
-    inner: Body,
+/// The limit Dapr's HTTP app channel puts on an app's response: the
+/// `--max-body-size` byte count taken as MiB (`maxRequestBodySize << 20`
+/// in Go Dapr's channel), so 4 TiB by default; saturates.
+pub fn response_limit(max_body_size: u64) -> u64 {
+    max_body_size.checked_mul(1 << 20).unwrap_or(u64::MAX)
+}
+
+/// An app's response `body`, failing (never ending cleanly) once more than
+/// `limit` bytes have been read: the caller then sees an aborted response.
+pub fn limit_response<B>(body: B, limit: u64) -> Body
+where
+    B: http_body::Body<Data = Bytes> + Send + Unpin + 'static,
+    B::Error: Into<axum::BoxError>,
+{
+    Body::new(Limited {
+        inner: body,
+        seen: 0,
+        limit,
+        exceeded: Exceeded::default(),
+        error: |limit| ResponseTooLarge { limit }.into(),
+    })
+}
+
+struct Limited<B> {
+    inner: B,
     seen: u64,
     limit: u64,
     exceeded: Exceeded,
+    error: fn(u64) -> axum::BoxError,
 }
 
-impl http_body::Body for Limited {
+impl<B> http_body::Body for Limited<B>
+where
+    B: http_body::Body<Data = Bytes> + Unpin,
+    B::Error: Into<axum::BoxError>,
+{
     type Data = Bytes;
     type Error = axum::BoxError;
 
@@ -61,9 +97,8 @@ impl http_body::Body for Limited {
         mut self: Pin<&mut Self>,
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Bytes>, Self::Error>>> {
-        let too_large = |limit| Poll::Ready(Some(Err(BodyTooLarge { limit }.into())));
         if self.exceeded.get() {
-            return too_large(self.limit);
+            return Poll::Ready(Some(Err((self.error)(self.limit))));
         }
         let frame = ready!(Pin::new(&mut self.inner).poll_frame(cx));
         if let Some(Ok(f)) = &frame
@@ -72,14 +107,15 @@ impl http_body::Body for Limited {
             self.seen = self.seen.saturating_add(data.len() as u64);
             if self.seen > self.limit {
                 self.exceeded.0.store(true, Ordering::Release);
-                return too_large(self.limit);
+                return Poll::Ready(Some(Err((self.error)(self.limit))));
             }
         }
         Poll::Ready(frame.map(|r| r.map_err(Into::into)))
     }
 
     fn is_end_stream(&self) -> bool {
-        self.inner.is_end_stream()
+        // Never claim the end once failed: hyper would close the body cleanly.
+        !self.exceeded.get() && self.inner.is_end_stream()
     }
 
     fn size_hint(&self) -> SizeHint {
@@ -126,5 +162,27 @@ mod tests {
         assert_eq!(n, 40);
         assert!(err.to_string().contains("limit of 40 bytes"), "{err}");
         assert!(exceeded.get());
+    }
+
+    #[tokio::test]
+    async fn a_response_over_its_limit_ends_with_an_error() {
+        let mut stream = limit_response(chunked(3, 10), 25).into_data_stream();
+        let mut n = 0;
+        let err = loop {
+            match stream.next().await {
+                Some(Ok(chunk)) => n += chunk.len(),
+                Some(Err(e)) => break e,
+                None => panic!("a response over the limit must not end cleanly"),
+            }
+        };
+        assert_eq!(n, 20);
+        assert!(err.to_string().contains("response body"), "{err}");
+    }
+
+    #[test]
+    fn response_limit_is_the_byte_count_in_mib() {
+        assert_eq!(response_limit(4 << 20), 4 << 40);
+        assert_eq!(response_limit(2), 2 << 20);
+        assert_eq!(response_limit(u64::MAX), u64::MAX);
     }
 }

@@ -28,11 +28,16 @@ pub struct InternalServer {
     actors: crate::actors::ActorSlot,
 }
 
-pub fn service(
-    invoker: Arc<Invoker>,
-    max_message_size: usize,
-) -> ServiceInvocationServer<InternalServer> {
-    service_with_actors(invoker, max_message_size, crate::actors::ActorSlot::default())
+/// The service as served: a caller's reset of its request stream reaches
+/// the app as an aborted body (see reset.rs).
+pub type Service = super::reset::ResetIsAbort<ServiceInvocationServer<InternalServer>>;
+
+pub fn service(invoker: Arc<Invoker>, max_message_size: usize) -> Service {
+    service_with_actors(
+        invoker,
+        max_message_size,
+        crate::actors::ActorSlot::default(),
+    )
 }
 
 /// The internal service, with actor calls served by `actors`.
@@ -40,10 +45,12 @@ pub fn service_with_actors(
     invoker: Arc<Invoker>,
     max_message_size: usize,
     actors: crate::actors::ActorSlot,
-) -> ServiceInvocationServer<InternalServer> {
-    ServiceInvocationServer::new(InternalServer { invoker, actors })
-        .max_decoding_message_size(max_message_size)
-        .max_encoding_message_size(max_message_size)
+) -> Service {
+    super::reset::ResetIsAbort(
+        ServiceInvocationServer::new(InternalServer { invoker, actors })
+            .max_decoding_message_size(max_message_size)
+            .max_encoding_message_size(max_message_size),
+    )
 }
 
 type ResponseStream =

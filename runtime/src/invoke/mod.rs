@@ -8,6 +8,7 @@ pub mod grpc_proxy;
 mod inbound;
 pub mod internal;
 mod remote_body;
+pub mod reset;
 pub mod tls;
 
 use std::{
