@@ -13,6 +13,14 @@ use std::{
 };
 
 use dapr_e2e::{Cluster, E2eError, eventually, profile_dir, repo_root};
+use k8s_openapi::api::{
+    authentication::v1::{TokenRequest, TokenRequestSpec},
+    core::v1::ServiceAccount,
+};
+use kube::{Api, api::PostParams};
+
+#[allow(dead_code)]
+mod chart_support;
 use serde_json::Value;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
@@ -164,6 +172,10 @@ fn component(name: &str, type_: &str, metadata: &str, extra: &str) -> String {
 }
 
 fn apply_crds(cluster: &Cluster) -> Result<(), E2eError> {
+    // Tests of this file run in parallel: two concurrent first creations of
+    // one CRD race (AlreadyExists).
+    static ONE_AT_A_TIME: std::sync::Mutex<()> = std::sync::Mutex::new(());
+    let _guard = ONE_AT_A_TIME.lock().unwrap_or_else(|p| p.into_inner());
     let dir = repo_root().join("crds/generated");
     for f in [
         "components",
@@ -360,6 +372,9 @@ async fn daprd_loads_from_the_operator_and_applies_changes_live() -> TestResult 
         "--data-dir",
         &dir.join("data").to_string_lossy(),
         "--log-as-json",
+        // No service-account credentials on the host: the built-in store is
+        // tested by `builtin_kubernetes_secret_store_*`.
+        "--disable-builtin-k8s-secret-store",
     ]
     .iter()
     .map(|s| s.to_string())
@@ -385,6 +400,7 @@ async fn daprd_loads_from_the_operator_and_applies_changes_live() -> TestResult 
     );
     assert_eq!(component_type(http_port, "private").await?, None);
     assert_eq!(component_type(http_port, "broken").await?, None);
+    assert_eq!(component_type(http_port, "kubernetes").await?, None);
     let (s, b) = http("GET", http_port, "/v1.0/state/private/k", "").await?;
     assert_eq!(s, 400, "{b}");
     assert!(b.contains("ERR_STATE_STORE_NOT_FOUND"), "{b}");
@@ -599,4 +615,269 @@ fn tempfile_dir(prefix: &str) -> PathBuf {
     let dir = std::env::temp_dir().join(dapr_e2e::unique_name(prefix));
     std::fs::create_dir_all(&dir).expect("temp dir");
     dir
+}
+
+/// A kubeconfig for the `default` service account of `ns` (a TokenRequest
+/// token), so daprd on the host has exactly a pod's credentials.
+async fn service_account_kubeconfig(
+    cluster: &Cluster,
+    ns: &str,
+    path: &Path,
+) -> Result<(), Box<dyn std::error::Error>> {
+    let sas: Api<ServiceAccount> = Api::namespaced(cluster.client(), ns);
+    // The controller-manager creates `default` shortly after the namespace.
+    eventually(
+        "default service account",
+        Duration::from_secs(30),
+        Duration::from_millis(100),
+        || async { Ok::<_, kube::Error>(sas.get_opt("default").await?.map(|_| ())) },
+    )
+    .await?;
+    let request = TokenRequest {
+        spec: TokenRequestSpec {
+            audiences: Vec::new(),
+            expiration_seconds: Some(3600),
+            ..Default::default()
+        },
+        ..Default::default()
+    };
+    let minted: TokenRequest = sas
+        .create_subresource("token", "default", &PostParams::default(), &request)
+        .await?;
+    let token = minted.status.ok_or("TokenRequest without status")?.token;
+    let admin = kube::config::Kubeconfig::read_from(cluster.kubeconfig())?;
+    let c = admin
+        .clusters
+        .first()
+        .and_then(|c| c.cluster.as_ref())
+        .ok_or("admin kubeconfig without a cluster")?;
+    let kubeconfig = serde_json::json!({
+        "apiVersion": "v1",
+        "kind": "Config",
+        "clusters": [{"name": "e2e", "cluster": {
+            "server": c.server,
+            "certificate-authority-data": c.certificate_authority_data,
+        }}],
+        "users": [{"name": "sa", "user": {"token": token}}],
+        "contexts": [{"name": "sa", "context": {"cluster": "e2e", "user": "sa", "namespace": ns}}],
+        "current-context": "sa",
+    });
+    std::fs::write(path, serde_json::to_vec(&kubeconfig)?)?;
+    Ok(())
+}
+
+fn daprd_k8s_args(op_port: u16, http_port: u16, dir: &Path) -> Vec<String> {
+    [
+        "--mode",
+        "kubernetes",
+        "--app-id",
+        APP_ID,
+        "--control-plane-address",
+        &format!("127.0.0.1:{op_port}"),
+        "--dapr-http-port",
+        &http_port.to_string(),
+        "--dapr-grpc-port",
+        &free_port().to_string(),
+        "--dapr-listen-addresses",
+        "127.0.0.1",
+        "--dapr-internal-grpc-listen-address",
+        "127.0.0.1",
+        "--metrics-port",
+        &free_port().to_string(),
+        "--data-dir",
+        &dir.join("data").to_string_lossy(),
+        "--log-as-json",
+    ]
+    .iter()
+    .map(|s| s.to_string())
+    .collect()
+}
+
+/// The built-in `kubernetes` secret store reads the pod namespace's Secrets
+/// with the `default` service account and the chart's least-privilege Role
+/// (`get` only), honours `metadata.namespace`, and survives the re-list
+/// after an operator restart (it is daprd's own, not the operator's).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn builtin_kubernetes_secret_store_reads_namespace_secrets() -> TestResult {
+    let Some(cluster) = Cluster::tier1().await else {
+        return Ok(());
+    };
+    apply_crds(&cluster)?;
+    let ns = cluster.namespace("k8ssecrets")?;
+    let other = cluster.namespace("k8ssecrets-other")?;
+    let dir = tempfile_dir("k8ssecrets");
+
+    // The chart's Role and RoleBinding, rendered for this namespace.
+    let rbac = chart_support::run_helm(&[
+        "template",
+        "dapr",
+        &repo_root().join("charts/dapr").to_string_lossy(),
+        "--show-only",
+        "templates/rbac_secret_reader.yaml",
+        "--set",
+        &format!("dapr_rbac.secretReader.namespace={}", ns.name()),
+    ])?;
+    ns.apply(&rbac)?;
+    ns.kubectl(&[
+        "create",
+        "secret",
+        "generic",
+        "db",
+        "--from-literal=user=admin",
+        "--from-literal=password=s3cr3t",
+    ])?;
+    other.kubectl(&[
+        "create",
+        "secret",
+        "generic",
+        "elsewhere",
+        "--from-literal=k=v-other",
+    ])?;
+    let kubeconfig = dir.join("sa.kubeconfig");
+    service_account_kubeconfig(&cluster, ns.name(), &kubeconfig).await?;
+
+    let op_port = free_port();
+    let (operator, op_healthz) = start_operator(&cluster, ns.name(), op_port, &dir, 1);
+    wait_http("operator ready", op_healthz, "/healthz", 200, &operator).await?;
+    let http_port = free_port();
+    let kubeconfig_s = kubeconfig.to_string_lossy().into_owned();
+    let daprd = Proc::spawn(
+        "daprd",
+        &daprd_k8s_args(op_port, http_port, &dir),
+        &[("NAMESPACE", ns.name()), ("KUBECONFIG", &kubeconfig_s)],
+        dir.join("daprd.log"),
+    );
+    wait_http("daprd healthz", http_port, "/v1.0/healthz", 204, &daprd).await?;
+    assert_eq!(
+        component_type(http_port, "kubernetes").await?.as_deref(),
+        Some("secretstores.kubernetes")
+    );
+
+    // GetSecret: the Secret's data map, decoded.
+    let (s, b) = http("GET", http_port, "/v1.0/secrets/kubernetes/db", "").await?;
+    assert_eq!(s, 200, "{b}");
+    let v: Value = serde_json::from_str(&b)?;
+    assert_eq!(
+        v,
+        serde_json::json!({"user": "admin", "password": "s3cr3t"})
+    );
+    // A missing Secret: Dapr's ERR_SECRET_GET.
+    let (s, b) = http("GET", http_port, "/v1.0/secrets/kubernetes/nope", "").await?;
+    assert_eq!(s, 500, "{b}");
+    assert!(b.contains("ERR_SECRET_GET"), "{b}");
+    // Least privilege: the Role grants `get`, not `list`, so bulk is refused
+    // by the API server (as with Dapr's chart), and so is another namespace.
+    let (s, b) = http("GET", http_port, "/v1.0/secrets/kubernetes/bulk", "").await?;
+    assert_eq!(s, 500, "{b}");
+    assert!(
+        b.contains("ERR_SECRET_GET") && b.contains("forbidden"),
+        "{b}"
+    );
+    let other_path = format!(
+        "/v1.0/secrets/kubernetes/elsewhere?metadata.namespace={}",
+        other.name()
+    );
+    let (s, b) = http("GET", http_port, &other_path, "").await?;
+    assert_eq!(s, 500, "{b}");
+    assert!(b.contains("forbidden"), "{b}");
+    let logs = daprd.logs();
+    assert!(
+        !logs.contains("s3cr3t"),
+        "a secret value reached the log:\n{logs}"
+    );
+
+    // Granted list here and get there: bulk returns every Secret, and the
+    // namespace override reads the other namespace.
+    ns.kubectl(&[
+        "create",
+        "role",
+        "secret-lister",
+        "--verb=list",
+        "--resource=secrets",
+    ])?;
+    ns.kubectl(&[
+        "create",
+        "rolebinding",
+        "secret-lister",
+        "--role=secret-lister",
+        &format!("--serviceaccount={}:default", ns.name()),
+    ])?;
+    other.kubectl(&[
+        "create",
+        "role",
+        "reader",
+        "--verb=get",
+        "--resource=secrets",
+    ])?;
+    other.kubectl(&[
+        "create",
+        "rolebinding",
+        "reader",
+        "--role=reader",
+        &format!("--serviceaccount={}:default", ns.name()),
+    ])?;
+    let bulk: Value = eventually(
+        "bulk allowed",
+        Duration::from_secs(15),
+        Duration::from_millis(100),
+        || async {
+            let (s, b) = http("GET", http_port, "/v1.0/secrets/kubernetes/bulk", "").await?;
+            Ok::<_, Box<dyn std::error::Error>>(if s == 200 {
+                Some(serde_json::from_str(&b)?)
+            } else {
+                None
+            })
+        },
+    )
+    .await?;
+    assert_eq!(
+        bulk["db"],
+        serde_json::json!({"user": "admin", "password": "s3cr3t"})
+    );
+    assert!(bulk.get("elsewhere").is_none(), "{bulk}");
+    let (s, b) = http("GET", http_port, &other_path, "").await?;
+    assert_eq!(s, 200, "{b}");
+    assert_eq!(
+        serde_json::from_str::<Value>(&b)?,
+        serde_json::json!({"k": "v-other"})
+    );
+
+    // An operator restart makes daprd re-list Components: the built-in
+    // store is not among them and must stay.
+    drop(operator);
+    let (operator2, op_healthz) = start_operator(&cluster, ns.name(), op_port, &dir, 2);
+    wait_http(
+        "operator restarted",
+        op_healthz,
+        "/healthz",
+        200,
+        &operator2,
+    )
+    .await?;
+    ns.apply(&component("statestore", "state.in-memory", "", ""))?;
+    wait_type(http_port, "statestore", Some("state.in-memory"), &daprd).await?;
+    eventually(
+        "daprd re-listed after the restart",
+        Duration::from_secs(30),
+        Duration::from_millis(100),
+        || async {
+            Ok::<_, String>(
+                daprd
+                    .logs()
+                    .contains("reconnected to the operator")
+                    .then_some(()),
+            )
+        },
+    )
+    .await?;
+    assert_eq!(
+        component_type(http_port, "kubernetes").await?.as_deref(),
+        Some("secretstores.kubernetes")
+    );
+    let (s, b) = http("GET", http_port, "/v1.0/secrets/kubernetes/db", "").await?;
+    assert_eq!(s, 200, "{b}");
+    drop(daprd);
+    drop(operator2);
+    let _ = std::fs::remove_dir_all(&dir);
+    Ok(())
 }

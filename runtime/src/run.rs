@@ -215,7 +215,7 @@ pub async fn run(opts: Options) -> anyhow::Result<()> {
     let components = if opts.resources_paths.is_empty() && operator.is_none() {
         embedded_default_components(&opts)?
     } else {
-        resources.components.clone()
+        kubernetes::with_builtin_secret_store(&opts, resources.components.clone())
     };
     sidecar.registry.set_pubsub_resiliency(Arc::new(
         ResiliencyRegistry::from_resources(&opts.app_id, &resiliency_docs).0,

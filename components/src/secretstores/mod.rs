@@ -6,6 +6,7 @@ use async_trait::async_trait;
 
 use crate::{ComponentMetadata, MetadataError};
 
+pub mod kubernetes;
 pub mod local_env;
 pub mod local_file;
 
@@ -51,6 +52,7 @@ pub async fn create(
     Ok(match type_ {
         "secretstores.local.file" => Arc::new(local_file::LocalFileStore::open(metadata)?),
         "secretstores.local.env" => Arc::new(local_env::LocalEnvStore::new(metadata)),
+        "secretstores.kubernetes" => Arc::new(kubernetes::KubernetesStore::open(metadata).await?),
         other => return Err(SecretInitError::UnknownType(other.to_owned())),
     })
 }

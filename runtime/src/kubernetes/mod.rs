@@ -10,9 +10,9 @@
 pub mod client;
 pub mod watch;
 
-use std::{sync::Arc, time::Duration};
+use std::{path::PathBuf, sync::Arc, time::Duration};
 
-use dapr_crds::Configuration;
+use dapr_crds::{Component, ComponentSpec, Configuration, ObjectMeta};
 use tokio_util::sync::CancellationToken;
 
 pub use client::{OperatorClient, OperatorError};
@@ -22,9 +22,57 @@ use crate::{
     components::ComponentLoader,
     invoke::Invoker,
     mtls::{SidecarMtls, spiffe_namespace},
-    options::Options,
-    resources::Resources,
+    options::{Mode, Options},
+    resources::{Resources, Sourced},
 };
+
+/// Name of the secret store daprd provides in Kubernetes mode (Dapr's
+/// `kubernetes`), used by the secrets API and as the default
+/// `auth.secretStore` (whose `secretKeyRef`s the operator resolves).
+pub const BUILTIN_SECRET_STORE: &str = "kubernetes";
+
+/// `components` plus, in Kubernetes mode without
+/// `--disable-builtin-k8s-secret-store`, the built-in `kubernetes` store
+/// (`secretstores.kubernetes` on the pod's service account), first so the
+/// others can reference it. A Component the user named `kubernetes` wins.
+pub fn with_builtin_secret_store(
+    opts: &Options,
+    mut components: Vec<Sourced<Component>>,
+) -> Vec<Sourced<Component>> {
+    if opts.mode != Mode::Kubernetes
+        || opts.disable_builtin_k8s_secret_store
+        || components
+            .iter()
+            .any(|c| c.resource.name() == BUILTIN_SECRET_STORE)
+    {
+        return components;
+    }
+    let builtin = Component {
+        api_version: "dapr.io/v1alpha1".into(),
+        kind: "Component".into(),
+        metadata: ObjectMeta {
+            name: BUILTIN_SECRET_STORE.into(),
+            ..ObjectMeta::default()
+        },
+        spec: ComponentSpec {
+            type_: "secretstores.kubernetes".into(),
+            version: "v1".into(),
+            ignore_errors: false,
+            init_timeout: None,
+            metadata: Vec::new(),
+        },
+        auth: Default::default(),
+        scopes: Vec::new(),
+    };
+    components.insert(
+        0,
+        Sourced {
+            file: PathBuf::from("<built-in>"),
+            resource: builtin,
+        },
+    );
+    components
+}
 
 /// The Configuration feature that turns live updates on or off.
 pub const HOT_RELOAD: &str = "HotReload";

@@ -191,6 +191,16 @@ impl Components {
         Ok(())
     }
 
+    fn is_builtin(&self, name: &str) -> bool {
+        name == super::BUILTIN_SECRET_STORE
+            && self
+                .loader
+                .registry
+                .infos()
+                .iter()
+                .any(|i| i.name == name && i.type_ == "secretstores.kubernetes")
+    }
+
     fn delete(&self, name: &str) {
         if self.loader.unload(name) {
             tracing::info!(component = name, "component deleted");
@@ -218,7 +228,8 @@ impl Watched for Components {
             .map(|c| (c.resource.name().to_owned(), c))
             .collect();
         for name in self.loader.loaded_names() {
-            if !wanted.contains_key(&name) {
+            // The built-in store is daprd's own, never listed by the operator.
+            if !wanted.contains_key(&name) && !self.is_builtin(&name) {
                 self.delete(&name);
             }
         }
