@@ -11,6 +11,7 @@ use std::{
 use dapr_components::{
     ComponentMetadata,
     configuration::{self as configuration_components, ConfigurationStore},
+    crypto::{self as crypto_components, CryptoProvider},
     duration::parse_go_duration,
     lock::{self as lock_components, LockStore},
     pubsub::{self as pubsub_components, PubSub},
@@ -82,6 +83,7 @@ pub struct PubSubEntry {
 }
 
 type ConfigurationStoreEntry = (Arc<dyn ConfigurationStore>, ComponentInfo);
+type CryptoProviderEntry = (Arc<dyn CryptoProvider>, ComponentInfo);
 /// A lock store, its `keyPrefix` metadata and what the metadata API shows.
 type LockStoreEntry = (Arc<dyn LockStore>, String, ComponentInfo);
 
@@ -101,6 +103,7 @@ pub struct Registry {
     configuration: RwLock<HashMap<String, ConfigurationStoreEntry>>,
     /// Lock stores with their `keyPrefix`.
     locks: RwLock<HashMap<String, LockStoreEntry>>,
+    crypto: RwLock<HashMap<String, CryptoProviderEntry>>,
     /// Binding components (the sides their `direction` enables).
     bindings: RwLock<HashMap<String, crate::bindings::BindingEntry>>,
     /// Live configuration API subscriptions.
@@ -148,6 +151,14 @@ impl Registry {
 
     pub fn has_lock_stores(&self) -> bool {
         !read(&self.locks).is_empty()
+    }
+
+    pub fn crypto_provider(&self, name: &str) -> Option<Arc<dyn CryptoProvider>> {
+        read(&self.crypto).get(name).map(|e| e.0.clone())
+    }
+
+    pub fn has_crypto_providers(&self) -> bool {
+        !read(&self.crypto).is_empty()
     }
 
     pub fn binding(&self, name: &str) -> Option<crate::bindings::BindingEntry> {
@@ -229,6 +240,7 @@ impl Registry {
             .chain(read(&self.pubsubs).values().map(|e| e.info.clone()))
             .chain(read(&self.configuration).values().map(|e| e.1.clone()))
             .chain(read(&self.locks).values().map(|e| e.2.clone()))
+            .chain(read(&self.crypto).values().map(|e| e.1.clone()))
             .chain(read(&self.bindings).values().map(|e| e.info.clone()))
             .collect();
         out.sort_by(|a, b| a.name.cmp(&b.name));
@@ -242,6 +254,7 @@ impl Registry {
         write(&self.pubsubs).remove(name);
         write(&self.configuration).remove(name);
         write(&self.locks).remove(name);
+        write(&self.crypto).remove(name);
         write(&self.bindings).remove(name);
         write(&self.definitions).remove(name);
     }
@@ -477,6 +490,11 @@ impl ComponentLoader {
         } else if type_.starts_with("bindings.") {
             let entry = crate::bindings::build_entry(type_, metadata, info).await?;
             write(&self.registry.bindings).insert(name, entry);
+        } else if type_.starts_with("crypto.") {
+            let provider = crypto_components::create(type_, metadata)
+                .await
+                .map_err(|e| e.to_string())?;
+            write(&self.registry.crypto).insert(name, (provider, info));
         } else if type_.starts_with("middleware.http.") {
             // Built by the HTTP pipeline from the Configuration; listed here
             // so the metadata API shows it.

@@ -7,6 +7,7 @@ pub mod appchannel;
 pub mod bindings;
 pub mod components;
 pub mod configuration;
+pub mod crypto;
 pub mod error;
 pub mod hotreload;
 pub mod invoke;

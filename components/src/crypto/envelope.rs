@@ -17,14 +17,10 @@
 //! verified; truncation, reordering and a missing final segment are detected
 //! through the index and last-segment flag bound into every nonce.
 
-use aes_gcm::{
-    Aes256Gcm,
-    aead::{AeadInPlace, KeyInit},
-};
 use base64::{Engine, engine::general_purpose::STANDARD};
-use chacha20poly1305::ChaCha20Poly1305;
 use hkdf::Hkdf;
 use hmac::{Hmac, Mac};
+use ring::aead::{AES_256_GCM, Aad, CHACHA20_POLY1305, LessSafeKey, Nonce, Tag, UnboundKey};
 use serde::{Deserialize, Serialize};
 use sha2::Sha256;
 
@@ -48,9 +44,7 @@ pub enum EnvelopeError {
     UnsupportedAlgorithm(String),
     #[error("unsupported cipher '{0}'")]
     UnsupportedCipher(String),
-    #[error(
-        "document's manifest does not contain a key name, and no key name was provided"
-    )]
+    #[error("document's manifest does not contain a key name, and no key name was provided")]
     DecryptionKeyMissing,
     #[error("failed to validate the document's signature")]
     Signature,
@@ -158,15 +152,11 @@ pub struct Header {
     nonce_prefix: [u8; NONCE_PREFIX_LEN],
 }
 
-enum Aead {
-    AesGcm(Box<Aes256Gcm>),
-    ChaCha(Box<ChaCha20Poly1305>),
-}
-
-/// Keys derived from a file key.
+/// Keys derived from a file key. The segment AEAD is ring's (AES-256-GCM
+/// or ChaCha20-Poly1305, both standard 12-byte-nonce constructions).
 struct FileKey {
     header_key: [u8; 32],
-    aead: Aead,
+    aead: LessSafeKey,
     nonce_prefix: [u8; NONCE_PREFIX_LEN],
 }
 
@@ -177,12 +167,15 @@ impl FileKey {
         // 32 bytes is far below HKDF-SHA-256's 8160-byte output limit.
         let _ = Hkdf::<Sha256>::new(None, fk).expand(b"header", &mut header_key);
         let _ = Hkdf::<Sha256>::new(Some(&nonce_prefix), fk).expand(b"payload", &mut payload_key);
-        let aead = match cipher {
-            DataCipher::AesGcm => Aead::AesGcm(Box::new(Aes256Gcm::new(&payload_key.into()))),
-            DataCipher::ChaCha20Poly1305 => {
-                Aead::ChaCha(Box::new(ChaCha20Poly1305::new(&payload_key.into())))
-            }
+        let alg = match cipher {
+            DataCipher::AesGcm => &AES_256_GCM,
+            DataCipher::ChaCha20Poly1305 => &CHACHA20_POLY1305,
         };
+        // Both algorithms take exactly the 32-byte key derived above.
+        let aead = LessSafeKey::new(
+            UnboundKey::new(alg, &payload_key)
+                .unwrap_or_else(|_| unreachable!("32-byte key for a 256-bit AEAD")),
+        );
         Self {
             header_key,
             aead,
@@ -213,16 +206,15 @@ impl FileKey {
     fn seal(&self, plaintext: &[u8], index: u32, last: bool, out: &mut Vec<u8>) {
         let start = out.len();
         out.extend_from_slice(plaintext);
-        let nonce = self.nonce(index, last);
+        let nonce = Nonce::assume_unique_for_key(self.nonce(index, last));
         let buf = &mut out[start..];
-        // Encryption fails only for inputs over the AEAD's size limit
-        // (GiBs); segments are 64 KiB.
-        let tag = match &self.aead {
-            Aead::AesGcm(a) => a.encrypt_in_place_detached(&nonce.into(), b"", buf),
-            Aead::ChaCha(a) => a.encrypt_in_place_detached(&nonce.into(), b"", buf),
-        }
-        .unwrap_or_else(|_| unreachable!("segment within AEAD limits"));
-        out.extend_from_slice(&tag);
+        // Sealing fails only for inputs over the AEAD's size limit (GiBs);
+        // segments are 64 KiB.
+        let tag = self
+            .aead
+            .seal_in_place_separate_tag(nonce, Aad::empty(), buf)
+            .unwrap_or_else(|_| unreachable!("segment within AEAD limits"));
+        out.extend_from_slice(tag.as_ref());
     }
 
     /// Appends the plaintext of `segment` (ciphertext || tag) to `out`, only
@@ -234,15 +226,14 @@ impl FileKey {
         let (ct, tag) = segment.split_at(segment.len() - SEGMENT_OVERHEAD);
         let start = out.len();
         out.extend_from_slice(ct);
-        let nonce = self.nonce(index, last);
+        let nonce = Nonce::assume_unique_for_key(self.nonce(index, last));
         let buf = &mut out[start..];
-        let ok = match &self.aead {
-            Aead::AesGcm(a) => a
-                .decrypt_in_place_detached(&nonce.into(), b"", buf, tag.into())
+        let ok = match <[u8; SEGMENT_OVERHEAD]>::try_from(tag) {
+            Ok(tag) => self
+                .aead
+                .open_in_place_separate_tag(nonce, Aad::empty(), Tag::from(tag), buf, 0..)
                 .is_ok(),
-            Aead::ChaCha(a) => a
-                .decrypt_in_place_detached(&nonce.into(), b"", buf, tag.into())
-                .is_ok(),
+            Err(_) => false,
         };
         if !ok {
             out.truncate(start);

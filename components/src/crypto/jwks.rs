@@ -107,7 +107,11 @@ impl Jwks {
                 tokio::time::sleep(every).await;
                 let Some(this) = weak.upgrade() else { return };
                 if let Source::Url { url, timeout } = &this.source {
-                    match fetch(url, *timeout).await.map_err(CryptoError::Operation).and_then(|b| to_map(&b)) {
+                    match fetch(url, *timeout)
+                        .await
+                        .map_err(CryptoError::Operation)
+                        .and_then(|b| to_map(&b))
+                    {
                         Ok(keys) => *write(&this.keys) = keys,
                         Err(e) => tracing::warn!("crypto.dapr.jwks: refreshing {url} failed: {e}"),
                     }

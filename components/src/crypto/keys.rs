@@ -6,13 +6,13 @@ use base64::{
     Engine,
     engine::general_purpose::{STANDARD_NO_PAD, URL_SAFE_NO_PAD},
 };
+use p256::elliptic_curve::sec1::ToEncodedPoint;
 use rsa::{
     BigUint, RsaPrivateKey, RsaPublicKey,
     pkcs1::{DecodeRsaPrivateKey, DecodeRsaPublicKey},
     pkcs8::{DecodePrivateKey, DecodePublicKey, EncodePublicKey, LineEnding},
     traits::PublicKeyParts,
 };
-use p256::elliptic_curve::sec1::ToEncodedPoint;
 use serde::Deserialize;
 
 use super::CryptoError;
@@ -121,14 +121,26 @@ impl Key {
             KeyMaterial::P256Private(_) | KeyMaterial::P256Public(_) => {
                 let point = self.p256_public()?.to_encoded_point(false);
                 m.insert("crv".into(), "P-256".into());
-                m.insert("x".into(), b64(point.x().map(|x| &x[..]).unwrap_or_default()));
-                m.insert("y".into(), b64(point.y().map(|y| &y[..]).unwrap_or_default()));
+                m.insert(
+                    "x".into(),
+                    b64(point.x().map(|x| &x[..]).unwrap_or_default()),
+                );
+                m.insert(
+                    "y".into(),
+                    b64(point.y().map(|y| &y[..]).unwrap_or_default()),
+                );
             }
             KeyMaterial::P384Private(_) | KeyMaterial::P384Public(_) => {
                 let point = self.p384_public()?.to_encoded_point(false);
                 m.insert("crv".into(), "P-384".into());
-                m.insert("x".into(), b64(point.x().map(|x| &x[..]).unwrap_or_default()));
-                m.insert("y".into(), b64(point.y().map(|y| &y[..]).unwrap_or_default()));
+                m.insert(
+                    "x".into(),
+                    b64(point.x().map(|x| &x[..]).unwrap_or_default()),
+                );
+                m.insert(
+                    "y".into(),
+                    b64(point.y().map(|y| &y[..]).unwrap_or_default()),
+                );
             }
             KeyMaterial::Ed25519Private(k) => {
                 m.insert("crv".into(), "Ed25519".into());
@@ -177,7 +189,8 @@ impl Key {
     /// keys raw, private keys PKCS#8 DER, public keys PKIX DER.
     pub fn serialize(&self) -> Result<Vec<u8>, CryptoError> {
         use rsa::pkcs8::EncodePrivateKey;
-        let fail = |e: &dyn std::fmt::Display| CryptoError::Parse(format!("cannot serialize key: {e}"));
+        let fail =
+            |e: &dyn std::fmt::Display| CryptoError::Parse(format!("cannot serialize key: {e}"));
         let private = |r: Result<rsa::pkcs8::SecretDocument, rsa::pkcs8::Error>| {
             r.map(|d| d.as_bytes().to_vec()).map_err(|e| fail(&e))
         };
@@ -267,7 +280,8 @@ fn parse_symmetric(raw: &[u8]) -> Key {
 }
 
 fn parse_pem(raw: &[u8]) -> Result<Key, CryptoError> {
-    let text = std::str::from_utf8(raw).map_err(|_| CryptoError::Parse("PEM is not UTF-8".into()))?;
+    let text =
+        std::str::from_utf8(raw).map_err(|_| CryptoError::Parse("PEM is not UTF-8".into()))?;
     let begin = text
         .find("-----BEGIN ")
         .ok_or_else(|| CryptoError::Parse("no PEM block found".into()))?;
@@ -371,8 +385,8 @@ fn b64url(field: &str, v: &Option<String>) -> Result<Vec<u8>, CryptoError> {
 }
 
 pub(crate) fn parse_jwk(raw: &[u8]) -> Result<Key, CryptoError> {
-    let jwk: Jwk = serde_json::from_slice(raw)
-        .map_err(|e| CryptoError::Parse(format!("invalid JWK: {e}")))?;
+    let jwk: Jwk =
+        serde_json::from_slice(raw).map_err(|e| CryptoError::Parse(format!("invalid JWK: {e}")))?;
     jwk_to_key(jwk)
 }
 
@@ -407,7 +421,9 @@ pub(crate) fn jwk_to_key(jwk: Jwk) -> Result<Key, CryptoError> {
                     "P-384" => KeyMaterial::P384Private(
                         p384::SecretKey::from_slice(&d).map_err(|_| bad("EC"))?,
                     ),
-                    other => return Err(CryptoError::Parse(format!("unsupported curve '{other}'"))),
+                    other => {
+                        return Err(CryptoError::Parse(format!("unsupported curve '{other}'")));
+                    }
                 }
             } else {
                 let mut sec1 = vec![4u8];
@@ -420,13 +436,17 @@ pub(crate) fn jwk_to_key(jwk: Jwk) -> Result<Key, CryptoError> {
                     "P-384" => KeyMaterial::P384Public(
                         p384::PublicKey::from_sec1_bytes(&sec1).map_err(|_| bad("EC"))?,
                     ),
-                    other => return Err(CryptoError::Parse(format!("unsupported curve '{other}'"))),
+                    other => {
+                        return Err(CryptoError::Parse(format!("unsupported curve '{other}'")));
+                    }
                 }
             }
         }
         "OKP" => {
             if jwk.crv.as_deref() != Some("Ed25519") {
-                return Err(CryptoError::Parse("only Ed25519 OKP keys are supported".into()));
+                return Err(CryptoError::Parse(
+                    "only Ed25519 OKP keys are supported".into(),
+                ));
             }
             if jwk.d.is_some() {
                 let d: [u8; 32] = b64url("d", &jwk.d)?
@@ -442,7 +462,11 @@ pub(crate) fn jwk_to_key(jwk: Jwk) -> Result<Key, CryptoError> {
                 )
             }
         }
-        other => return Err(CryptoError::Parse(format!("unsupported key type '{other}'"))),
+        other => {
+            return Err(CryptoError::Parse(format!(
+                "unsupported key type '{other}'"
+            )));
+        }
     };
     Ok(Key {
         material,
@@ -459,8 +483,8 @@ pub fn parse_jwks(raw: &[u8]) -> Result<Vec<Key>, CryptoError> {
     struct Set {
         keys: Vec<serde_json::Value>,
     }
-    let set: Set =
-        serde_json::from_slice(raw).map_err(|e| CryptoError::Parse(format!("invalid JWKS: {e}")))?;
+    let set: Set = serde_json::from_slice(raw)
+        .map_err(|e| CryptoError::Parse(format!("invalid JWKS: {e}")))?;
     set.keys
         .into_iter()
         .map(|v| {

@@ -36,13 +36,15 @@ impl CryptoProvider for LocalStorage {
             return Err(CryptoError::InvalidKeyPath);
         }
         let path = self.dir.join(name.trim_start_matches('/'));
-        let data = tokio::fs::read(&path).await.map_err(|e| CryptoError::Load {
-            name: name.to_owned(),
-            reason: match e.kind() {
-                std::io::ErrorKind::NotFound => "no such file".to_owned(),
-                _ => e.to_string(),
-            },
-        })?;
+        let data = tokio::fs::read(&path)
+            .await
+            .map_err(|e| CryptoError::Load {
+                name: name.to_owned(),
+                reason: match e.kind() {
+                    std::io::ErrorKind::NotFound => "no such file".to_owned(),
+                    _ => e.to_string(),
+                },
+            })?;
         let format = match path
             .extension()
             .and_then(|e| e.to_str())

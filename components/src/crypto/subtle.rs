@@ -7,8 +7,8 @@ use aes_gcm::{
     AesGcm,
     aead::{AeadInPlace, KeyInit, generic_array::typenum::U12},
 };
-use chacha20poly1305::{ChaCha20Poly1305, XChaCha20Poly1305};
 use cbc::cipher::{BlockDecryptMut, BlockEncryptMut, KeyIvInit, block_padding};
+use chacha20poly1305::{ChaCha20Poly1305, XChaCha20Poly1305};
 use rsa::{Oaep, Pkcs1v15Encrypt, Pkcs1v15Sign, Pss, RsaPrivateKey, traits::PublicKeyParts};
 
 use super::{
@@ -126,11 +126,13 @@ pub fn encrypt(
             let k = sized(oct(key)?, aes_size(alg))?;
             Ok((aes_kw_wrap(k, plaintext)?, Vec::new()))
         }
-        "A128CBC" | "A192CBC" | "A256CBC" | "A128CBC-NOPAD" | "A192CBC-NOPAD"
-        | "A256CBC-NOPAD" => {
+        "A128CBC" | "A192CBC" | "A256CBC" | "A128CBC-NOPAD" | "A192CBC-NOPAD" | "A256CBC-NOPAD" => {
             let k = sized(oct(key)?, aes_size(alg))?;
             let iv = nonce_of(nonce, 16)?;
-            Ok((aes_cbc_encrypt(k, iv, plaintext, alg.ends_with("NOPAD"))?, Vec::new()))
+            Ok((
+                aes_cbc_encrypt(k, iv, plaintext, alg.ends_with("NOPAD"))?,
+                Vec::new(),
+            ))
         }
         "RSA1_5" | "RSA-OAEP" | "RSA-OAEP-256" | "RSA-OAEP-384" | "RSA-OAEP-512" => {
             let public = key.rsa_public()?;
@@ -185,11 +187,21 @@ pub fn decrypt(
             if alg.starts_with('X') {
                 XChaCha20Poly1305::new_from_slice(k)
                     .map_err(|_| CryptoError::KeyTypeMismatch)?
-                    .decrypt_in_place_detached(nonce_of(nonce, 24)?.into(), aad, &mut buf, tag.into())
+                    .decrypt_in_place_detached(
+                        nonce_of(nonce, 24)?.into(),
+                        aad,
+                        &mut buf,
+                        tag.into(),
+                    )
             } else {
                 ChaCha20Poly1305::new_from_slice(k)
                     .map_err(|_| CryptoError::KeyTypeMismatch)?
-                    .decrypt_in_place_detached(nonce_of(nonce, 12)?.into(), aad, &mut buf, tag.into())
+                    .decrypt_in_place_detached(
+                        nonce_of(nonce, 12)?.into(),
+                        aad,
+                        &mut buf,
+                        tag.into(),
+                    )
             }
             .map_err(|_| auth_failed())?;
             Ok(buf)
@@ -198,8 +210,7 @@ pub fn decrypt(
             let k = sized(oct(key)?, aes_size(alg))?;
             aes_kw_unwrap(k, ciphertext)
         }
-        "A128CBC" | "A192CBC" | "A256CBC" | "A128CBC-NOPAD" | "A192CBC-NOPAD"
-        | "A256CBC-NOPAD" => {
+        "A128CBC" | "A192CBC" | "A256CBC" | "A128CBC-NOPAD" | "A192CBC-NOPAD" | "A256CBC-NOPAD" => {
             let k = sized(oct(key)?, aes_size(alg))?;
             let iv = nonce_of(nonce, 16)?;
             aes_cbc_decrypt(k, iv, ciphertext, alg.ends_with("NOPAD"))
@@ -283,9 +294,11 @@ pub fn verify(key: &Key, alg: &str, digest: &[u8], signature: &[u8]) -> Result<b
             // two lengths signers use (hash length, maximum).
             let h = hash_len(alg);
             let max = public.size().saturating_sub(h + 2);
-            Ok([h, max]
-                .into_iter()
-                .any(|salt| public.verify(pss_scheme(alg, salt), digest, signature).is_ok()))
+            Ok([h, max].into_iter().any(|salt| {
+                public
+                    .verify(pss_scheme(alg, salt), digest, signature)
+                    .is_ok()
+            }))
         }
         "ES256" => {
             use p256::ecdsa::signature::hazmat::PrehashVerifier;
@@ -434,10 +447,9 @@ fn oaep(alg: &str, label: &[u8]) -> Result<Oaep, CryptoError> {
     let label = if label.is_empty() {
         None
     } else {
-        Some(
-            String::from_utf8(label.to_vec())
-                .map_err(|_| CryptoError::Operation("associated data must be UTF-8 for RSA-OAEP".into()))?,
-        )
+        Some(String::from_utf8(label.to_vec()).map_err(|_| {
+            CryptoError::Operation("associated data must be UTF-8 for RSA-OAEP".into())
+        })?)
     };
     Ok(match (alg, label) {
         ("RSA-OAEP", None) => Oaep::new::<sha1::Sha1>(),

@@ -77,9 +77,18 @@ fn kit_plaintexts() -> Vec<(&'static str, Vec<u8>)> {
     vec![
         ("single-segment", b"hello world".to_vec()),
         ("single-segment-no-key-name", b"hello world".to_vec()),
-        ("multi-segment", repeat(&[1, 2, 3, 4, 5, 6, 7, 8, 9, 0], 12 << 10)),
-        ("one-full-segment", repeat(&[1, 2, 3, 4, 5, 6, 7, 8], 8 << 10)),
-        ("two-full-segments", repeat(&[1, 2, 3, 4, 5, 6, 7, 8], 16 << 10)),
+        (
+            "multi-segment",
+            repeat(&[1, 2, 3, 4, 5, 6, 7, 8, 9, 0], 12 << 10),
+        ),
+        (
+            "one-full-segment",
+            repeat(&[1, 2, 3, 4, 5, 6, 7, 8], 8 << 10),
+        ),
+        (
+            "two-full-segments",
+            repeat(&[1, 2, 3, 4, 5, 6, 7, 8], 16 << 10),
+        ),
         ("empty-message", Vec::new()),
     ]
 }
@@ -94,7 +103,11 @@ fn go_dapr_ciphertexts_decrypt() {
             let (header, got) = decrypt_all(&kit(name), chunk, identity)
                 .unwrap_or_else(|e| panic!("{name} (chunk {chunk}): {e}"));
             assert_eq!(got, want, "{name}");
-            let expected_name = if name.ends_with("no-key-name") { "" } else { "mykey" };
+            let expected_name = if name.ends_with("no-key-name") {
+                ""
+            } else {
+                "mykey"
+            };
             assert_eq!(header.key_name, expected_name, "{name}");
             assert_eq!(header.algorithm, KeyWrapAlgorithm::A256Kw);
             assert_eq!(header.cipher, DataCipher::AesGcm);
@@ -150,7 +163,14 @@ fn round_trips_both_ciphers_at_segment_boundaries() {
 
 fn sample(len: usize) -> (Vec<u8>, Vec<u8>) {
     let pt: Vec<u8> = (0..len).map(|i| (i * 7 % 256) as u8).collect();
-    let ct = encrypt_all(&pt, 1 << 20, &[9u8; 32], [0; 7], DataCipher::AesGcm, "mykey");
+    let ct = encrypt_all(
+        &pt,
+        1 << 20,
+        &[9u8; 32],
+        [0; 7],
+        DataCipher::AesGcm,
+        "mykey",
+    );
     (pt, ct)
 }
 
@@ -175,7 +195,13 @@ fn tampered_ciphertext_is_rejected() {
 
     // Any flipped payload byte: that segment fails, nothing after it is
     // released.
-    for pos in [h, h + 5, h + full + 1, ct.len() - 1, ct.len() - SEGMENT_OVERHEAD] {
+    for pos in [
+        h,
+        h + 5,
+        h + full + 1,
+        ct.len() - 1,
+        ct.len() - SEGMENT_OVERHEAD,
+    ] {
         let mut bad = ct.clone();
         bad[pos] ^= 0x01;
         let err = decrypt_all(&bad, 4096, identity).unwrap_err();
@@ -273,8 +299,14 @@ fn malformed_headers_are_rejected() {
 
 #[test]
 fn algorithm_and_cipher_names() {
-    assert_eq!(KeyWrapAlgorithm::parse("aes").unwrap(), KeyWrapAlgorithm::A256Kw);
-    assert_eq!(KeyWrapAlgorithm::parse("RSA").unwrap(), KeyWrapAlgorithm::RsaOaep256);
+    assert_eq!(
+        KeyWrapAlgorithm::parse("aes").unwrap(),
+        KeyWrapAlgorithm::A256Kw
+    );
+    assert_eq!(
+        KeyWrapAlgorithm::parse("RSA").unwrap(),
+        KeyWrapAlgorithm::RsaOaep256
+    );
     assert_eq!(
         KeyWrapAlgorithm::parse("rsa-oaep-256").unwrap().name(),
         "RSA-OAEP-256"

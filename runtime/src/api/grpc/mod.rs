@@ -4,6 +4,7 @@
 mod actors;
 mod bindings;
 mod configuration;
+mod crypto;
 mod invoke;
 mod lock;
 mod pubsub;
@@ -273,6 +274,152 @@ impl Dapr for DaprGrpc {
             &self.sidecar,
             req.into_inner(),
         )))
+    }
+
+    async fn invoke_binding(
+        &self,
+        req: Request<pb::InvokeBindingRequest>,
+    ) -> Result<Response<pb::InvokeBindingResponse>, Status> {
+        bindings::invoke_binding(&self.sidecar, req).await
+    }
+
+    async fn encrypt_alpha1(
+        &self,
+        req: Request<tonic::Streaming<pb::EncryptRequest>>,
+    ) -> Result<Response<tonic::codegen::BoxStream<pb::EncryptResponse>>, Status> {
+        crypto::encrypt(&self.sidecar, req.into_inner())
+            .await
+            .map(Response::new)
+    }
+
+    async fn decrypt_alpha1(
+        &self,
+        req: Request<tonic::Streaming<pb::DecryptRequest>>,
+    ) -> Result<Response<tonic::codegen::BoxStream<pb::DecryptResponse>>, Status> {
+        crypto::decrypt(&self.sidecar, req.into_inner())
+            .await
+            .map(Response::new)
+    }
+
+    async fn subtle_get_key_alpha1(
+        &self,
+        req: Request<pb::SubtleGetKeyRequest>,
+    ) -> Result<Response<pb::SubtleGetKeyResponse>, Status> {
+        crypto::get_key(&self.sidecar, req.into_inner())
+            .await
+            .map(Response::new)
+    }
+
+    async fn subtle_encrypt_alpha1(
+        &self,
+        req: Request<pb::SubtleEncryptRequest>,
+    ) -> Result<Response<pb::SubtleEncryptResponse>, Status> {
+        crypto::encrypt_subtle(&self.sidecar, req.into_inner())
+            .await
+            .map(Response::new)
+    }
+
+    async fn subtle_decrypt_alpha1(
+        &self,
+        req: Request<pb::SubtleDecryptRequest>,
+    ) -> Result<Response<pb::SubtleDecryptResponse>, Status> {
+        crypto::decrypt_subtle(&self.sidecar, req.into_inner())
+            .await
+            .map(Response::new)
+    }
+
+    async fn subtle_wrap_key_alpha1(
+        &self,
+        req: Request<pb::SubtleWrapKeyRequest>,
+    ) -> Result<Response<pb::SubtleWrapKeyResponse>, Status> {
+        crypto::wrap_key(&self.sidecar, req.into_inner())
+            .await
+            .map(Response::new)
+    }
+
+    async fn subtle_unwrap_key_alpha1(
+        &self,
+        req: Request<pb::SubtleUnwrapKeyRequest>,
+    ) -> Result<Response<pb::SubtleUnwrapKeyResponse>, Status> {
+        crypto::unwrap_key(&self.sidecar, req.into_inner())
+            .await
+            .map(Response::new)
+    }
+
+    async fn subtle_sign_alpha1(
+        &self,
+        req: Request<pb::SubtleSignRequest>,
+    ) -> Result<Response<pb::SubtleSignResponse>, Status> {
+        crypto::sign(&self.sidecar, req.into_inner())
+            .await
+            .map(Response::new)
+    }
+
+    async fn subtle_verify_alpha1(
+        &self,
+        req: Request<pb::SubtleVerifyRequest>,
+    ) -> Result<Response<pb::SubtleVerifyResponse>, Status> {
+        crypto::verify(&self.sidecar, req.into_inner())
+            .await
+            .map(Response::new)
+    }
+
+    async fn register_actor_reminder(
+        &self,
+        req: Request<pb::RegisterActorReminderRequest>,
+    ) -> Result<Response<()>, Status> {
+        reminders::register_reminder(&self.sidecar, req.into_inner()).await?;
+        Ok(Response::new(()))
+    }
+
+    async fn unregister_actor_reminder(
+        &self,
+        req: Request<pb::UnregisterActorReminderRequest>,
+    ) -> Result<Response<()>, Status> {
+        reminders::unregister_reminder(&self.sidecar, req.into_inner()).await?;
+        Ok(Response::new(()))
+    }
+
+    async fn register_actor_timer(
+        &self,
+        req: Request<pb::RegisterActorTimerRequest>,
+    ) -> Result<Response<()>, Status> {
+        reminders::register_timer(&self.sidecar, req.into_inner()).await?;
+        Ok(Response::new(()))
+    }
+
+    async fn unregister_actor_timer(
+        &self,
+        req: Request<pb::UnregisterActorTimerRequest>,
+    ) -> Result<Response<()>, Status> {
+        reminders::unregister_timer(&self.sidecar, req.into_inner()).await?;
+        Ok(Response::new(()))
+    }
+
+    async fn get_actor_reminder(
+        &self,
+        req: Request<pb::GetActorReminderRequest>,
+    ) -> Result<Response<pb::GetActorReminderResponse>, Status> {
+        reminders::get_reminder(&self.sidecar, req.into_inner())
+            .await
+            .map(Response::new)
+    }
+
+    async fn list_actor_reminders(
+        &self,
+        req: Request<pb::ListActorRemindersRequest>,
+    ) -> Result<Response<pb::ListActorRemindersResponse>, Status> {
+        reminders::list_reminders(&self.sidecar, req.into_inner())
+            .await
+            .map(Response::new)
+    }
+
+    async fn unregister_actor_reminders_by_type(
+        &self,
+        req: Request<pb::UnregisterActorRemindersByTypeRequest>,
+    ) -> Result<Response<pb::UnregisterActorRemindersByTypeResponse>, Status> {
+        reminders::unregister_reminders_by_type(&self.sidecar, req.into_inner()).await?;
+        Ok(Response::new(pb::UnregisterActorRemindersByTypeResponse {}))
     }
 
     async fn invoke_binding(

@@ -3,6 +3,7 @@
 mod actors;
 mod bindings;
 mod configuration;
+mod crypto;
 mod invoke;
 mod lock;
 mod pubsub;
@@ -111,6 +112,8 @@ fn routes(sidecar: Arc<Sidecar>) -> Router {
             "/v1.0/bindings/{name}",
             post(bindings::invoke).put(bindings::invoke),
         )
+        .route("/v1.0-alpha1/crypto/{name}/encrypt", put(crypto::encrypt))
+        .route("/v1.0-alpha1/crypto/{name}/decrypt", put(crypto::decrypt))
         .route("/v1.0-alpha1/lock/{store}", post(lock::try_lock))
         .route("/v1.0-alpha1/unlock/{store}", post(lock::unlock))
         .route("/v1.0/secrets/{store}/bulk", get(secrets::bulk))
