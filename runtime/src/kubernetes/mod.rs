@@ -57,7 +57,10 @@ pub fn with_builtin_secret_store(
         spec: ComponentSpec {
             type_: "secretstores.kubernetes".into(),
             version: "v1".into(),
-            ignore_errors: false,
+            // Deviation: Dapr exits when the built-in store cannot start; a
+            // pod without service-account credentials in the sidecar (not
+            // yet proven on the e2e cluster) keeps running without it.
+            ignore_errors: true,
             init_timeout: None,
             metadata: Vec::new(),
         },
