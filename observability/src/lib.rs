@@ -8,6 +8,7 @@
 //!   daprd's HTTP and gRPC servers;
 //! - [`logging`]: `--log-level` / `--log-as-json` with Dapr's JSON fields.
 
+#[cfg(feature = "sidecar")]
 pub mod components;
 pub mod config;
 pub mod daprd;

@@ -90,6 +90,7 @@ impl Metrics {
         if encode(&mut out, &self.registry).is_err() {
             out.clear();
         }
-        out
+        // Served as text format 0.0.4, which names counters with `_total`.
+        dapr_observability::metrics::openmetrics_to_text(&out)
     }
 }

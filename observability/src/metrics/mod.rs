@@ -221,6 +221,40 @@ pub fn render(registry: &Registry) -> String {
     String::from_utf8(buf).unwrap_or_default()
 }
 
+/// Rewrites an OpenMetrics page (what `prometheus-client` encodes) as the
+/// Prometheus text format 0.0.4 the endpoints announce: a counter family
+/// `x` whose samples are `x_total` is described as `x_total`, and the
+/// OpenMetrics-only `# UNIT` and `# EOF` lines go.
+pub fn openmetrics_to_text(page: &str) -> String {
+    let counters: std::collections::HashSet<&str> = page
+        .lines()
+        .filter_map(|l| l.strip_prefix("# TYPE "))
+        .filter_map(|l| l.strip_suffix(" counter"))
+        .collect();
+    let mut out = String::with_capacity(page.len());
+    for line in page.lines() {
+        if line == "# EOF" || line.starts_with("# UNIT ") {
+            continue;
+        }
+        let meta = ["# HELP ", "# TYPE "]
+            .into_iter()
+            .find_map(|p| line.strip_prefix(p).map(|rest| (p, rest)));
+        match meta {
+            Some((prefix, rest)) => {
+                let (name, tail) = rest.split_once(' ').unwrap_or((rest, ""));
+                if counters.contains(name) && !name.ends_with("_total") {
+                    out.push_str(&format!("{prefix}{name}_total {tail}"));
+                } else {
+                    out.push_str(line);
+                }
+            }
+            None => out.push_str(line),
+        }
+        out.push('\n');
+    }
+    out
+}
+
 /// Dapr's error-code categories, from the code's building block.
 fn error_category(code: &str) -> &'static str {
     let c = code.strip_prefix("ERR_").unwrap_or(code);
@@ -295,6 +329,15 @@ pub fn elapsed_ms(start: std::time::Instant) -> f64 {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn openmetrics_counters_become_text_format() {
+        let page = "# HELP a_b Sent.\n# TYPE a_b counter\na_b_total 2\n# HELP g A gauge.\n# TYPE g gauge\ng 1\n# EOF\n";
+        assert_eq!(
+            openmetrics_to_text(page),
+            "# HELP a_b_total Sent.\n# TYPE a_b_total counter\na_b_total 2\n# HELP g A gauge.\n# TYPE g gauge\ng 1\n"
+        );
+    }
 
     #[test]
     fn disabled_spec_installs_nothing() {
