@@ -143,7 +143,13 @@ impl ActorError {
                     .to_owned(),
             ),
             "ERR_ACTOR_INVOKE_METHOD" => ActorError::Invoke(strip("error invoke actor method: ")),
-            _ if status.code() == Code::Unavailable => {
+            // No Dapr reason: the transport failed (host gone, connection
+            // reset), not the owner's actor runtime.
+            "" if matches!(
+                status.code(),
+                Code::Unavailable | Code::Unknown | Code::Cancelled
+            ) =>
+            {
                 ActorError::Invoke(format!("the actor's host is unreachable: {msg}"))
             }
             _ => ActorError::Invoke(msg.to_owned()),
@@ -211,5 +217,7 @@ mod tests {
         }
         let down = ActorError::from_status(&tonic::Status::unavailable("connection refused"));
         assert!(down.is_retriable_routing());
+        let reset = ActorError::from_status(&tonic::Status::unknown("transport error"));
+        assert!(reset.is_retriable_routing());
     }
 }

@@ -382,11 +382,13 @@ impl Dapr for DaprGrpc {
             .map(Response::new)
     }
 
+    #[allow(deprecated)] // active_actors_count: Dapr still fills the alias
     async fn get_metadata(
         &self,
         _req: Request<pb::GetMetadataRequest>,
     ) -> Result<Response<pb::GetMetadataResponse>, Status> {
         let m = self.sidecar.metadata();
+        let actors = self.sidecar.actors.metadata();
         Ok(Response::new(pb::GetMetadataResponse {
             id: m.id,
             runtime_version: m.runtime_version,
@@ -413,6 +415,13 @@ impl Dapr for DaprGrpc {
                     health_probe_timeout: h.timeout,
                     health_threshold: i32::try_from(h.threshold).unwrap_or(i32::MAX),
                 }),
+            }),
+            active_actors_count: actor_counts(&actors),
+            actor_runtime: Some(pb::ActorRuntime {
+                runtime_status: actors.status_code(),
+                active_actors: actor_counts(&actors),
+                host_ready: actors.host_ready,
+                placement: actors.placement.clone(),
             }),
             ..Default::default()
         }))
@@ -530,4 +539,14 @@ impl Dapr for DaprGrpc {
         self.sidecar.shutdown.cancel();
         Ok(Response::new(()))
     }
+}
+
+fn actor_counts(m: &crate::actors::RuntimeMetadata) -> Vec<pb::ActiveActorsCount> {
+    m.active
+        .iter()
+        .map(|(t, n)| pb::ActiveActorsCount {
+            r#type: t.clone(),
+            count: i32::try_from(*n).unwrap_or(i32::MAX),
+        })
+        .collect()
 }

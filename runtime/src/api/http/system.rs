@@ -64,11 +64,28 @@ pub async fn get_metadata(State(sidecar): State<AppState>) -> Response {
             "healthThreshold": h.threshold,
         });
     }
+    let actors = sidecar.actors.metadata();
+    let counts: Vec<_> = actors
+        .active
+        .iter()
+        .map(|(t, n)| json!({"type": t, "count": n}))
+        .collect();
+    let mut actor_runtime = json!({
+        "runtimeStatus": actors.status,
+        "hostReady": actors.host_ready,
+    });
+    if !counts.is_empty() {
+        actor_runtime["activeActors"] = json!(counts);
+    }
+    if !actors.placement.is_empty() {
+        actor_runtime["placement"] = json!(actors.placement);
+    }
     Json(json!({
         "id": m.id,
         "runtimeVersion": m.runtime_version,
         "enabledFeatures": m.enabled_features,
-        "actors": [],
+        "actors": counts,
+        "actorRuntime": actor_runtime,
         "components": components,
         "extended": m.extended,
         "subscriptions": [],
