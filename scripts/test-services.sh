@@ -380,12 +380,13 @@ ensure_promtool() {
 ensure_python() {
     command -v python3 >/dev/null || die "python3 not found"
     # dapr.ext.fastapi + uvicorn host the Python actor app (e2e/python/actor_app.py).
-    if ! python3 -c 'import dapr.clients, dapr.ext.fastapi, fastapi, uvicorn, pytest' >/dev/null 2>&1; then
+    if ! python3 -c 'import dapr.clients, dapr.ext.fastapi, fastapi, uvicorn, pytest, cryptography' >/dev/null 2>&1; then
         # dapr >= 1.19 ships dapr.ext.grpc itself (the "grpc" extra); the old
         # separate dapr-ext-grpc distribution overwrites those files and makes
         # every `import dapr` warn, so use the extra instead.
-        log "pip install dapr[grpc,fastapi] uvicorn pytest"
-        python3 -m pip install -q --disable-pip-version-check 'dapr[grpc,fastapi]' uvicorn pytest ||
+        # cryptography: e2e/python/test_crypto.py's independent envelope decoder.
+        log "pip install dapr[grpc,fastapi] uvicorn pytest cryptography"
+        python3 -m pip install -q --disable-pip-version-check 'dapr[grpc,fastapi]' uvicorn pytest cryptography ||
             die "pip install failed"
     fi
     summary python ok "$(python3 -W ignore -c 'import importlib.metadata as m; print("dapr", m.version("dapr"), "pytest", m.version("pytest"))')"
