@@ -10,10 +10,12 @@
 //! `bench invoke`: service invocation of an echo app, direct vs through two
 //! sidecars (caller daprd -> callee daprd -> app), over HTTP and gRPC.
 
+mod crypto;
 mod daprd;
 mod injector;
 mod invoke;
 mod load;
+mod lock;
 mod procfs;
 mod report;
 mod state;
@@ -41,6 +43,36 @@ enum Cmd {
     Invoke(InvokeArgs),
     /// Sidecar injector: admission latency over TLS vs a canned TLS webhook.
     Injector(InjectorArgs),
+    /// Envelope encryption throughput through daprd vs the raw cipher.
+    Crypto(CryptoArgs),
+    /// Lock acquire/release latency through daprd vs direct Redis.
+    Lock(LockArgs),
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct CryptoArgs {
+    /// The daprd binary to start.
+    #[arg(long, default_value = "target/release/daprd")]
+    pub daprd: PathBuf,
+    /// Plaintext size per measured encryption, in MiB.
+    #[arg(long, default_value_t = 256)]
+    pub size_mib: usize,
+    /// Measured runs per path (the best is reported).
+    #[arg(long, default_value_t = 3)]
+    pub runs: usize,
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct LockArgs {
+    /// The daprd binary to start.
+    #[arg(long, default_value = "target/release/daprd")]
+    pub daprd: PathBuf,
+    /// Redis address (loopback only).
+    #[arg(long, default_value = "127.0.0.1:16379")]
+    pub redis: String,
+    /// Acquire + release pairs per target.
+    #[arg(long, default_value_t = 5000)]
+    pub ops: usize,
 }
 
 #[derive(Debug, Clone, Args)]
@@ -268,6 +300,22 @@ fn main() -> anyhow::Result<()> {
         Cmd::State(args) => {
             let redis = args.validate()?;
             rt.block_on(state::run(args, redis))
+        }
+        Cmd::Crypto(args) => {
+            if args.size_mib == 0 || args.size_mib > 4096 || args.runs == 0 || args.runs > 100 {
+                bail!("--size-mib must be in [1, 4096] and --runs in [1, 100]");
+            }
+            rt.block_on(crypto::run(args))
+        }
+        Cmd::Lock(args) => {
+            let addr: SocketAddr = args
+                .redis
+                .parse()
+                .with_context(|| format!("--redis '{}' is not an ip:port address", args.redis))?;
+            if !addr.ip().is_loopback() || args.ops == 0 || args.ops > 10_000_000 {
+                bail!("--redis must be a loopback address and --ops in [1, 10000000]");
+            }
+            rt.block_on(lock::run(args))
         }
         Cmd::Invoke(args) => {
             args.validate()?;
