@@ -150,6 +150,8 @@ pub struct ActorRuntime {
     /// The app's `/dapr/config` was read (hosted types known).
     registered: watch::Sender<bool>,
     placement_wait: Duration,
+    /// Timers and reminders (`reminders`).
+    reminders: Arc<reminders::Reminders>,
     shutdown: CancellationToken,
 }
 
@@ -185,10 +187,17 @@ impl ActorRuntime {
             table_updates: watch::Sender::new(0),
             registered: watch::Sender::new(false),
             placement_wait: opts.placement_wait,
+            reminders: reminders::Reminders::new(Default::default(), shutdown.clone()),
             shutdown,
         });
         lifecycle::spawn(&rt);
+        reminders::host::attach(&rt.reminders, &rt);
         Ok(rt)
+    }
+
+    /// Timers and reminders of this host.
+    pub fn reminders(&self) -> &Arc<reminders::Reminders> {
+        &self.reminders
     }
 
     pub fn app_id(&self) -> &str {

@@ -72,13 +72,31 @@ pub fn map_error(op: Op, e: ReminderError) -> MappedError {
             e.to_string(),
         ),
         other => match op {
-            Op::CreateReminder => internal("ERR_ACTOR_REMINDER_CREATE", "error creating actor reminder", &other),
-            Op::GetReminder | Op::ListReminders => {
-                internal("ERR_ACTOR_REMINDER_GET", "error getting actor reminder", &other)
-            }
-            Op::DeleteReminder => internal("ERR_ACTOR_REMINDER_DELETE", "error deleting actor reminder", &other),
-            Op::CreateTimer => internal("ERR_ACTOR_TIMER_CREATE", "error creating actor timer", &other),
-            Op::DeleteTimer => internal("ERR_ACTOR_TIMER_DELETE", "error deleting actor timer", &other),
+            Op::CreateReminder => internal(
+                "ERR_ACTOR_REMINDER_CREATE",
+                "error creating actor reminder",
+                &other,
+            ),
+            Op::GetReminder | Op::ListReminders => internal(
+                "ERR_ACTOR_REMINDER_GET",
+                "error getting actor reminder",
+                &other,
+            ),
+            Op::DeleteReminder => internal(
+                "ERR_ACTOR_REMINDER_DELETE",
+                "error deleting actor reminder",
+                &other,
+            ),
+            Op::CreateTimer => internal(
+                "ERR_ACTOR_TIMER_CREATE",
+                "error creating actor timer",
+                &other,
+            ),
+            Op::DeleteTimer => internal(
+                "ERR_ACTOR_TIMER_DELETE",
+                "error deleting actor timer",
+                &other,
+            ),
         },
     }
 }
@@ -378,8 +396,13 @@ mod tests {
 
     #[test]
     fn http_body_and_errors() {
-        let r = decode_http_body("T", "a", "n", br#"{"dueTime":"1s","period":"R2/PT1S","data":{"k":[1]}}"#)
-            .unwrap();
+        let r = decode_http_body(
+            "T",
+            "a",
+            "n",
+            br#"{"dueTime":"1s","period":"R2/PT1S","data":{"k":[1]}}"#,
+        )
+        .unwrap();
         assert_eq!(r.due_time, "1s");
         assert_eq!(r.data.as_deref(), Some(&br#"{"k":[1]}"#[..]));
         let e = decode_http_body("T", "a", "n", b"").unwrap_err();
@@ -401,6 +424,9 @@ mod tests {
         let m = map_error(Op::CreateTimer, ReminderError::NotActivated("T||a".into()));
         assert_eq!(m.code, "ERR_ACTOR_TIMER_CREATE");
         let m = map_error(Op::GetReminder, ReminderError::NotHosted);
-        assert_eq!((m.code, m.http), ("ERR_ACTOR_REMINDER_NON_HOSTED", StatusCode::FORBIDDEN));
+        assert_eq!(
+            (m.code, m.http),
+            ("ERR_ACTOR_REMINDER_NON_HOSTED", StatusCode::FORBIDDEN)
+        );
     }
 }

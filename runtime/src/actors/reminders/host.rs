@@ -7,7 +7,9 @@ use async_trait::async_trait;
 use dapr_components::state::StateStore;
 
 use super::{Callback, DeliverError, Delivery, Kind, Owner, ReminderHost, Reminders};
-use crate::actors::{self, ActorError, ActorRuntime, CallbackKind, CallbackOutcome, CallbackRequest};
+use crate::actors::{
+    self, ActorError, ActorRuntime, CallbackKind, CallbackOutcome, CallbackRequest,
+};
 
 #[async_trait]
 impl ReminderHost for ActorRuntime {

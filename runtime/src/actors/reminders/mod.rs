@@ -114,7 +114,9 @@ pub enum ReminderError {
     NotHosted,
     #[error("actor runtime is not initialized")]
     NoHost,
-    #[error("actors: state store does not exist or incorrectly configured. Have you set the property 'actorStateStore' in your state store component file?")]
+    #[error(
+        "actors: state store does not exist or incorrectly configured. Have you set the property 'actorStateStore' in your state store component file?"
+    )]
     NoStateStore,
     #[error(transparent)]
     Invalid(#[from] InvalidSchedule),
@@ -394,10 +396,8 @@ impl Reminders {
 
     /// Stops a timer; stopping one that does not exist succeeds.
     pub fn delete_timer(&self, actor_type: &str, actor_id: &str, name: &str) {
-        self.lock_queue().remove(&(
-            Kind::Timer,
-            model::reminder_key(actor_type, actor_id, name),
-        ));
+        self.lock_queue()
+            .remove(&(Kind::Timer, model::reminder_key(actor_type, actor_id, name)));
     }
 
     /// The actor was deactivated (idle, rebalanced, shut down): its timers go.
@@ -406,7 +406,12 @@ impl Reminders {
             .lock_queue()
             .remove_actor_timers(&model::actor_key(actor_type, actor_id));
         if n > 0 {
-            tracing::debug!(actor_type, actor_id, timers = n, "timers removed on deactivation");
+            tracing::debug!(
+                actor_type,
+                actor_id,
+                timers = n,
+                "timers removed on deactivation"
+            );
         }
     }
 

@@ -102,8 +102,8 @@ impl CreateRequest {
         let period = Period::parse(&self.period).map_err(|e| InvalidSchedule::Period(label, e))?;
         let mut expiration_time = None;
         if !self.ttl.is_empty() {
-            let exp =
-                parse_time(&self.ttl, registered_time).map_err(|e| InvalidSchedule::Ttl(label, e))?;
+            let exp = parse_time(&self.ttl, registered_time)
+                .map_err(|e| InvalidSchedule::Ttl(label, e))?;
             if now > exp || registered_time > exp {
                 return Err(InvalidSchedule::Expired {
                     kind: label,
@@ -261,7 +261,9 @@ mod tests {
     #[test]
     fn repetitions_count_down_then_stop() {
         let now = t("2024-01-01T00:00:00Z");
-        let mut r = req("PT2S", "R3/PT1S", "").build(Kind::Reminder, now).unwrap();
+        let mut r = req("PT2S", "R3/PT1S", "")
+            .build(Kind::Reminder, now)
+            .unwrap();
         assert_eq!(r.next_tick().0, t("2024-01-01T00:00:02Z"));
         assert!(!r.tick_executed());
         assert_eq!(r.next_tick().0, t("2024-01-01T00:00:03Z"));
@@ -280,7 +282,10 @@ mod tests {
         let err = req("PT5S", "", "2023-01-01T00:00:00Z")
             .build(Kind::Reminder, now)
             .unwrap_err();
-        assert!(err.to_string().starts_with("reminder T||a||r has already expired"));
+        assert!(
+            err.to_string()
+                .starts_with("reminder T||a||r has already expired")
+        );
         let err = req("soon", "", "").build(Kind::Timer, now).unwrap_err();
         assert_eq!(
             err.to_string(),

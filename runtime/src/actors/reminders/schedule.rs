@@ -124,7 +124,8 @@ pub fn parse_iso8601_duration(s: &str) -> Result<(Span, i64), ScheduleError> {
                 start = i + 1;
             }
             b'H' => {
-                span.nanos = add_nanos(span.nanos, field(start)?, 3_600_000_000_000).ok_or_else(err)?;
+                span.nanos =
+                    add_nanos(span.nanos, field(start)?, 3_600_000_000_000).ok_or_else(err)?;
                 start = i + 1;
             }
             b'S' => {
@@ -180,7 +181,9 @@ pub fn parse_go_duration(s: &str) -> Option<i64> {
     }
     let mut total: u128 = 0;
     while !rest.is_empty() {
-        let int_len = rest.find(|c: char| !c.is_ascii_digit()).unwrap_or(rest.len());
+        let int_len = rest
+            .find(|c: char| !c.is_ascii_digit())
+            .unwrap_or(rest.len());
         let int_part = &rest[..int_len];
         rest = &rest[int_len..];
         let mut frac_part = "";
@@ -368,7 +371,16 @@ mod tests {
         assert_eq!(parse_go_duration("1us"), Some(1_000));
         assert_eq!(parse_go_duration("1µs"), Some(1_000));
         assert_eq!(parse_go_duration(".5s"), Some(SEC / 2));
-        for bad in ["", "5", "1x", "s", ".s", "1h-2m", "9999999999999999999h", "-"] {
+        for bad in [
+            "",
+            "5",
+            "1x",
+            "s",
+            ".s",
+            "1h-2m",
+            "9999999999999999999h",
+            "-",
+        ] {
             assert_eq!(parse_go_duration(bad), None, "{bad} should fail");
         }
     }
@@ -382,10 +394,7 @@ mod tests {
             parse_time("PT1S", now).unwrap(),
             now + TimeDelta::seconds(1)
         );
-        assert_eq!(
-            parse_time("1m", now).unwrap(),
-            now + TimeDelta::seconds(60)
-        );
+        assert_eq!(parse_time("1m", now).unwrap(), now + TimeDelta::seconds(60));
         assert_eq!(
             parse_time("2030-05-01T00:00:00+02:00", now)
                 .unwrap()

@@ -116,7 +116,11 @@ impl Queue {
 
     /// Removes only if the entry is still the given generation.
     pub fn remove_if(&mut self, id: &EntryId, generation: u64) -> bool {
-        if self.entries.get(id).is_some_and(|e| e.generation == generation) {
+        if self
+            .entries
+            .get(id)
+            .is_some_and(|e| e.generation == generation)
+        {
             return self.remove(id);
         }
         false

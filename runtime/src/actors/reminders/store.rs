@@ -88,7 +88,10 @@ impl TypeMetadata {
         if partition == 0 {
             format!("actors{SEPARATOR}{actor_type}")
         } else {
-            format!("actors{SEPARATOR}{actor_type}{SEPARATOR}{}{SEPARATOR}reminders{SEPARATOR}{partition}", self.id)
+            format!(
+                "actors{SEPARATOR}{actor_type}{SEPARATOR}{}{SEPARATOR}reminders{SEPARATOR}{partition}",
+                self.id
+            )
         }
     }
 
@@ -440,12 +443,9 @@ impl ReminderStore {
                 ))
             })
             .collect();
-        ops.push(TransactionOp::Set(self.metadata_set(
-            actor_type,
-            &meta,
-            old_etag,
-            &pk,
-        )));
+        ops.push(TransactionOp::Set(
+            self.metadata_set(actor_type, &meta, old_etag, &pk),
+        ));
         self.transact(&ops).await
     }
 
@@ -556,22 +556,28 @@ impl ReminderStore {
     /// reminder is already stored (Dapr's `RequiresUpdating`).
     pub async fn upsert(&self, r: &Reminder, wanted_partitions: u32) -> Result<Upsert, StoreError> {
         let outcome = self
-            .modify(&r.actor_type, &r.actor_id, &r.name, wanted_partitions, |list| {
-                let pos = list
-                    .iter()
-                    .position(|x| x.actor_id == r.actor_id && x.name == r.name);
-                match pos {
-                    Some(i) if !list[i].requires_update(r) => (false, Upsert::Unchanged),
-                    Some(i) => {
-                        list[i] = r.clone();
-                        (true, Upsert::Stored)
+            .modify(
+                &r.actor_type,
+                &r.actor_id,
+                &r.name,
+                wanted_partitions,
+                |list| {
+                    let pos = list
+                        .iter()
+                        .position(|x| x.actor_id == r.actor_id && x.name == r.name);
+                    match pos {
+                        Some(i) if !list[i].requires_update(r) => (false, Upsert::Unchanged),
+                        Some(i) => {
+                            list[i] = r.clone();
+                            (true, Upsert::Stored)
+                        }
+                        None => {
+                            list.push(r.clone());
+                            (true, Upsert::Stored)
+                        }
                     }
-                    None => {
-                        list.push(r.clone());
-                        (true, Upsert::Stored)
-                    }
-                }
-            })
+                },
+            )
             .await?;
         if outcome == Upsert::Stored {
             // A replaced reminder starts over: its old track must not apply.
@@ -735,14 +741,15 @@ mod tests {
                 .await
                 .unwrap();
         }
-        assert!(mem
-            .get(&GetRequest {
+        assert!(
+            mem.get(&GetRequest {
                 key: "actors||T".into(),
                 ..Default::default()
             })
             .await
             .unwrap()
-            .is_some());
+            .is_some()
+        );
         // Asking for partitions moves everything under a new metadata id.
         assert_eq!(s.load_all("T", 4).await.unwrap().len(), 21);
         let (meta, _) = s.metadata("T").await.unwrap();
@@ -762,9 +769,9 @@ mod tests {
         let tasks: Vec<_> = (0..16)
             .map(|i| {
                 let s = s.clone();
-                tokio::spawn(async move {
-                    s.upsert(&reminder(&format!("c{i}"), "r", "PT1S"), 0).await
-                })
+                tokio::spawn(
+                    async move { s.upsert(&reminder(&format!("c{i}"), "r", "PT1S"), 0).await },
+                )
             })
             .collect();
         for t in tasks {

@@ -69,7 +69,10 @@ impl ReminderHost for FakeHost {
         Some(self.store.clone())
     }
     async fn deliver(&self, cb: Callback) -> Result<Delivery, DeliverError> {
-        self.fired.lock().unwrap().push((cb.name.clone(), Utc::now()));
+        self.fired
+            .lock()
+            .unwrap()
+            .push((cb.name.clone(), Utc::now()));
         if self.cancel.lock().unwrap().contains(&cb.name) {
             return Ok(Delivery::Cancel);
         }
@@ -120,7 +123,9 @@ async fn repetitions_fire_on_time_then_the_reminder_is_deleted() {
     let (r, _stop) = start(&host);
     let t0 = Utc::now();
     // Repetitions need an ISO 8601 period (Dapr: `R3/100ms` is refused).
-    r.create_reminder(req("rep", "200ms", "R3/PT1S", "")).await.unwrap();
+    r.create_reminder(req("rep", "200ms", "R3/PT1S", ""))
+        .await
+        .unwrap();
     assert!(wait_until(|| host.fired("rep").len() == 3, Duration::from_secs(4)).await);
     let fired = host.fired("rep");
     for (i, t) in fired.iter().enumerate() {
@@ -143,13 +148,25 @@ async fn ttl_and_cancel_stop_reminders() {
     let host = FakeHost::new(Arc::new(InMemoryStore::new()));
     let (r, _stop) = start(&host);
     host.cancel.lock().unwrap().insert("cancelme".into());
-    r.create_reminder(req("ttl", "0s", "50ms", "180ms")).await.unwrap();
-    r.create_reminder(req("cancelme", "0s", "50ms", "")).await.unwrap();
+    r.create_reminder(req("ttl", "0s", "50ms", "180ms"))
+        .await
+        .unwrap();
+    r.create_reminder(req("cancelme", "0s", "50ms", ""))
+        .await
+        .unwrap();
     tokio::time::sleep(Duration::from_millis(400)).await;
     let n = host.fired("ttl").len();
-    assert!((3..=4).contains(&n), "ttl 180ms at 50ms period fired {n} times");
+    assert!(
+        (3..=4).contains(&n),
+        "ttl 180ms at 50ms period fired {n} times"
+    );
     assert_eq!(host.fired("cancelme").len(), 1);
-    assert!(r.get_reminder("T", "a", "cancelme").await.unwrap().is_none());
+    assert!(
+        r.get_reminder("T", "a", "cancelme")
+            .await
+            .unwrap()
+            .is_none()
+    );
     assert!(r.get_reminder("T", "a", "ttl").await.unwrap().is_none());
 }
 
@@ -158,7 +175,9 @@ async fn reminders_resume_from_the_store_after_a_restart() {
     let store: Arc<dyn StateStore> = Arc::new(InMemoryStore::new());
     let host = FakeHost::new(store.clone());
     let (r, stop) = start(&host);
-    r.create_reminder(req("keep", "0s", "R3/PT1S", "")).await.unwrap();
+    r.create_reminder(req("keep", "0s", "R3/PT1S", ""))
+        .await
+        .unwrap();
     assert!(wait_until(|| !host.fired("keep").is_empty(), Duration::from_secs(2)).await);
     // Let the track writer persist the first tick.
     tokio::time::sleep(Duration::from_millis(100)).await;
@@ -171,7 +190,11 @@ async fn reminders_resume_from_the_store_after_a_restart() {
     let (r2, _stop2) = start(&host2);
     r2.evaluate().await.unwrap();
     assert!(
-        wait_until(|| before + host2.fired("keep").len() >= 3, Duration::from_secs(3)).await
+        wait_until(
+            || before + host2.fired("keep").len() >= 3,
+            Duration::from_secs(3)
+        )
+        .await
     );
     tokio::time::sleep(Duration::from_millis(300)).await;
     let total = before + host2.fired("keep").len();
@@ -182,7 +205,9 @@ async fn reminders_resume_from_the_store_after_a_restart() {
 async fn remote_owner_stops_local_firing_and_timers_need_activation() {
     let host = FakeHost::new(Arc::new(InMemoryStore::new()));
     let (r, _stop) = start(&host);
-    r.create_reminder(req("moving", "0s", "50ms", "")).await.unwrap();
+    r.create_reminder(req("moving", "0s", "50ms", ""))
+        .await
+        .unwrap();
     assert!(wait_until(|| !host.fired("moving").is_empty(), Duration::from_secs(1)).await);
     *host.local.lock().unwrap() = false;
     r.evaluate().await.unwrap();

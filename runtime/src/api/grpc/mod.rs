@@ -20,7 +20,7 @@ use dapr_rs_proto::{
 };
 use tonic::{Request, Response, Status};
 
-use crate::{api::http::constant_time_eq, sidecar::Sidecar};
+use crate::{actors::reminders::api as reminders, api::http::constant_time_eq, sidecar::Sidecar};
 
 #[derive(Clone)]
 pub struct DaprGrpc {
@@ -362,6 +362,71 @@ impl Dapr for DaprGrpc {
         crypto::verify(&self.sidecar, req.into_inner())
             .await
             .map(Response::new)
+    }
+
+    async fn register_actor_reminder(
+        &self,
+        req: Request<pb::RegisterActorReminderRequest>,
+    ) -> Result<Response<()>, Status> {
+        reminders::register_reminder(&self.sidecar, req.into_inner()).await?;
+        Ok(Response::new(()))
+    }
+
+    async fn unregister_actor_reminder(
+        &self,
+        req: Request<pb::UnregisterActorReminderRequest>,
+    ) -> Result<Response<()>, Status> {
+        reminders::unregister_reminder(&self.sidecar, req.into_inner()).await?;
+        Ok(Response::new(()))
+    }
+
+    async fn register_actor_timer(
+        &self,
+        req: Request<pb::RegisterActorTimerRequest>,
+    ) -> Result<Response<()>, Status> {
+        reminders::register_timer(&self.sidecar, req.into_inner()).await?;
+        Ok(Response::new(()))
+    }
+
+    async fn unregister_actor_timer(
+        &self,
+        req: Request<pb::UnregisterActorTimerRequest>,
+    ) -> Result<Response<()>, Status> {
+        reminders::unregister_timer(&self.sidecar, req.into_inner()).await?;
+        Ok(Response::new(()))
+    }
+
+    async fn get_actor_reminder(
+        &self,
+        req: Request<pb::GetActorReminderRequest>,
+    ) -> Result<Response<pb::GetActorReminderResponse>, Status> {
+        reminders::get_reminder(&self.sidecar, req.into_inner())
+            .await
+            .map(Response::new)
+    }
+
+    async fn list_actor_reminders(
+        &self,
+        req: Request<pb::ListActorRemindersRequest>,
+    ) -> Result<Response<pb::ListActorRemindersResponse>, Status> {
+        reminders::list_reminders(&self.sidecar, req.into_inner())
+            .await
+            .map(Response::new)
+    }
+
+    async fn unregister_actor_reminders_by_type(
+        &self,
+        req: Request<pb::UnregisterActorRemindersByTypeRequest>,
+    ) -> Result<Response<pb::UnregisterActorRemindersByTypeResponse>, Status> {
+        reminders::unregister_reminders_by_type(&self.sidecar, req.into_inner()).await?;
+        Ok(Response::new(pb::UnregisterActorRemindersByTypeResponse {}))
+    }
+
+    async fn invoke_binding(
+        &self,
+        req: Request<pb::InvokeBindingRequest>,
+    ) -> Result<Response<pb::InvokeBindingResponse>, Status> {
+        bindings::invoke_binding(&self.sidecar, req).await
     }
 
     async fn try_lock_alpha1(

@@ -129,6 +129,14 @@ fn routes(sidecar: Arc<Sidecar>) -> Router {
             "/v1.0/publish/bulk/{pubsub}/{*topic}",
             post(pubsub::bulk_publish),
         )
+        .route(
+            "/v1.0/actors/{actor_type}/{actor_id}/reminders/{name}",
+            any(crate::actors::reminders::api::http_reminder),
+        )
+        .route(
+            "/v1.0/actors/{actor_type}/{actor_id}/timers/{name}",
+            any(crate::actors::reminders::api::http_timer),
+        )
         .merge(workflow::routes())
         .fallback(fallback)
         .layer(axum::extract::DefaultBodyLimit::max(limit))

@@ -1,0 +1,531 @@
+//! Actor timers and reminders through a real daprd and a real dapr-placement,
+//! with a small actor app in this process: on-time firing, repetitions, ttl,
+//! the cancel header, Dapr's GET shape and error codes, timers stopping with
+//! their actor, and a reminder surviving a SIGKILL of daprd (state in SQLite).
+
+mod common;
+
+use std::{
+    net::SocketAddr,
+    path::{Path, PathBuf},
+    process::{Child, Command, Stdio},
+    sync::{Arc, Mutex},
+    time::Duration,
+};
+
+use axum::{
+    Router,
+    extract::{Path as AxPath, State},
+    http::{HeaderMap, HeaderValue, StatusCode},
+    response::IntoResponse,
+    routing::{any, get},
+};
+use chrono::{DateTime, SubsecRound, TimeDelta, Utc};
+use common::*;
+
+#[derive(Debug, Clone)]
+struct Event {
+    at: DateTime<Utc>,
+    /// `remind/<name>`, `timer/<name>`, or `deactivate`.
+    what: String,
+    actor: String,
+    body: String,
+}
+
+#[derive(Clone, Default)]
+struct App {
+    events: Arc<Mutex<Vec<Event>>>,
+}
+
+impl App {
+    fn times(&self, what: &str) -> Vec<DateTime<Utc>> {
+        self.events
+            .lock()
+            .unwrap()
+            .iter()
+            .filter(|e| e.what == what)
+            .map(|e| e.at)
+            .collect()
+    }
+
+    fn count(&self, what: &str) -> usize {
+        self.times(what).len()
+    }
+
+    fn find(&self, what: &str) -> Option<Event> {
+        self.events
+            .lock()
+            .unwrap()
+            .iter()
+            .find(|e| e.what == what)
+            .cloned()
+    }
+}
+
+const CONFIG: &str = r#"{"entities":["Remind"],"actorIdleTimeout":"1s","actorScanInterval":"200ms","drainOngoingCallTimeout":"1s"}"#;
+
+async fn method(
+    State(app): State<App>,
+    AxPath((_t, id, rest)): AxPath<(String, String, String)>,
+    body: String,
+) -> impl IntoResponse {
+    app.events.lock().unwrap().push(Event {
+        at: Utc::now(),
+        what: rest.clone(),
+        actor: id,
+        body,
+    });
+    let mut h = HeaderMap::new();
+    if rest.starts_with("remind/cancel") {
+        h.insert("X-DaprReminderCancel", HeaderValue::from_static("true"));
+    }
+    (StatusCode::OK, h, "")
+}
+
+async fn deactivate(
+    State(app): State<App>,
+    AxPath((_t, id)): AxPath<(String, String)>,
+) -> StatusCode {
+    app.events.lock().unwrap().push(Event {
+        at: Utc::now(),
+        what: "deactivate".into(),
+        actor: id,
+        body: String::new(),
+    });
+    StatusCode::OK
+}
+
+async fn start_app() -> (App, u16) {
+    let app = App::default();
+    let router = Router::new()
+        .route(
+            "/dapr/config",
+            get(|| async { ([("content-type", "application/json")], CONFIG) }),
+        )
+        .route("/healthz", get(|| async { StatusCode::OK }))
+        .route("/actors/{t}/{id}/method/{*rest}", any(method))
+        .route("/actors/{t}/{id}", any(deactivate))
+        .with_state(app.clone());
+    let listener = tokio::net::TcpListener::bind(SocketAddr::from(([127, 0, 0, 1], 0)))
+        .await
+        .unwrap();
+    let port = listener.local_addr().unwrap().port();
+    tokio::spawn(async move { axum::serve(listener, router).await });
+    (app, port)
+}
+
+/// dapr-placement, a sibling binary of the workspace (`cargo build` puts it
+/// next to daprd).
+struct Placement {
+    child: Child,
+    port: u16,
+}
+
+impl Drop for Placement {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn placement_bin() -> PathBuf {
+    Path::new(DAPRD).with_file_name("dapr-placement")
+}
+
+async fn start_placement(dir: &Path) -> Placement {
+    let bin = placement_bin();
+    assert!(
+        bin.exists(),
+        "{} missing: build it with `cargo build -p dapr-placement`",
+        bin.display()
+    );
+    let port = free_port();
+    let raft = free_port();
+    let health = free_port();
+    let log = std::fs::File::create(dir.join("placement.log")).unwrap();
+    let child = Command::new(bin)
+        .args([
+            "--id",
+            "p0",
+            "--initial-cluster",
+            &format!("p0=127.0.0.1:{raft}"),
+            "--port",
+            &port.to_string(),
+            "--listen-address",
+            "127.0.0.1",
+            "--healthz-port",
+            &health.to_string(),
+            "--healthz-listen-address",
+            "127.0.0.1",
+            "--metrics-port",
+            &free_port().to_string(),
+            "--metrics-listen-address",
+            "127.0.0.1",
+        ])
+        .stdout(Stdio::null())
+        .stderr(log)
+        .spawn()
+        .expect("spawn dapr-placement");
+    let p = Placement { child, port };
+    let ok = poll(Duration::from_secs(15), || async move {
+        request(
+            "GET",
+            &format!("http://127.0.0.1:{health}/healthz"),
+            None,
+            &[],
+        )
+        .await
+        .is_ok_and(|r| r.status == 200)
+    })
+    .await;
+    assert!(ok, "placement did not become healthy");
+    p
+}
+
+async fn poll<F, Fut>(limit: Duration, mut f: F) -> bool
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let end = tokio::time::Instant::now() + limit;
+    loop {
+        if f().await {
+            return true;
+        }
+        if tokio::time::Instant::now() >= end {
+            return false;
+        }
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+}
+
+async fn start_daprd(res: &Path, app_port: u16, placement: u16) -> Daprd {
+    DaprdBuilder::new("reminders-app")
+        .resources(res)
+        .arg("--app-port")
+        .arg(app_port.to_string())
+        .arg("--placement-host-address")
+        .arg(format!("127.0.0.1:{placement}"))
+        .arg("--dapr-internal-grpc-port")
+        .arg(free_port().to_string())
+        .start()
+        .await
+}
+
+fn url(d: &Daprd, actor: &str, kind: &str, name: &str) -> String {
+    d.url(&format!("/v1.0/actors/Remind/{actor}/{kind}/{name}"))
+}
+
+/// Registers, retrying while the actor runtime is still coming up.
+async fn register_when_ready(d: &Daprd, actor: &str, name: &str, body: &str) {
+    let u = url(d, actor, "reminders", name);
+    let end = tokio::time::Instant::now() + Duration::from_secs(20);
+    loop {
+        let r = http("POST", &u, body).await;
+        if r.status == 204 {
+            return;
+        }
+        assert!(
+            tokio::time::Instant::now() < end,
+            "registering {name}: {} {}\n{}",
+            r.status,
+            r.text(),
+            d.logs()
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+async fn post(u: &str, body: &str) -> Reply {
+    http("POST", u, body).await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reminders_and_timers_through_daprd() {
+    let dir = tempfile::tempdir().unwrap();
+    let res = dir.path().join("res");
+    std::fs::create_dir_all(&res).unwrap();
+    let db = dir.path().join("actors.db");
+    write_resource(
+        &res,
+        "state.yaml",
+        &component_yaml(
+            "actorstore",
+            "state.sqlite",
+            &[
+                ("connectionString", &db.display().to_string()),
+                ("actorStateStore", "true"),
+            ],
+        ),
+    );
+    let placement = start_placement(dir.path()).await;
+    let (app, app_port) = start_app().await;
+    let mut d = start_daprd(&res, app_port, placement.port).await;
+
+    // ---- on time, repetitions stop it, then it is gone -------------------
+    // An absolute dueTime on a whole second makes every tick's time exact.
+    let t0 = (Utc::now() + TimeDelta::milliseconds(1500)).trunc_subsecs(0);
+    register_when_ready(
+        &d,
+        "a1",
+        "ontime",
+        &format!(
+            r#"{{"dueTime":"{}","period":"R3/PT1S","data":{{"n":1}}}}"#,
+            t0.to_rfc3339()
+        ),
+    )
+    .await;
+    // ttl and cancel run alongside.
+    assert_eq!(
+        post(
+            &url(&d, "a2", "reminders", "ttl"),
+            r#"{"dueTime":"0s","period":"100ms","ttl":"450ms"}"#
+        )
+        .await
+        .status,
+        204
+    );
+    assert_eq!(
+        post(
+            &url(&d, "a3", "reminders", "cancelme"),
+            r#"{"dueTime":"0s","period":"100ms"}"#
+        )
+        .await
+        .status,
+        204
+    );
+
+    // ---- GET shape, errors ---------------------------------------------------
+    assert_eq!(
+        post(
+            &url(&d, "a4", "reminders", "info"),
+            r#"{"dueTime":"1h","period":"R3/PT1H","ttl":"3h","data":{"a":[1,2]}}"#
+        )
+        .await
+        .status,
+        204
+    );
+    let got = http("GET", &url(&d, "a4", "reminders", "info"), "").await;
+    assert_eq!(got.status, 200, "{}", got.text());
+    let j = got.json();
+    assert_eq!(j["actorID"], "a4");
+    assert_eq!(j["actorType"], "Remind");
+    assert_eq!(j["dueTime"], "1h");
+    assert_eq!(j["period"], "R3/PT1H");
+    assert_eq!(j["data"], serde_json::json!({"a": [1, 2]}));
+    let ttl = DateTime::parse_from_rfc3339(j["ttl"].as_str().unwrap()).unwrap();
+    let expect = Utc::now() + TimeDelta::hours(4);
+    assert!(
+        (ttl.with_timezone(&Utc) - expect).num_seconds().abs() < 30,
+        "ttl {ttl}"
+    );
+
+    let missing = http("GET", &url(&d, "a4", "reminders", "nope"), "").await;
+    assert_eq!(missing.status, 404);
+    assert_eq!(missing.error_code(), "ERR_ACTOR_REMINDER_NOT_FOUND");
+    let bad = post(
+        &url(&d, "a4", "reminders", "bad"),
+        r#"{"period":"R0/PT1S"}"#,
+    )
+    .await;
+    assert_eq!(bad.status, 500);
+    assert_eq!(bad.error_code(), "ERR_ACTOR_REMINDER_CREATE");
+    assert!(
+        bad.json()["message"]
+            .as_str()
+            .unwrap()
+            .contains("zero repetitions")
+    );
+    let bad = post(&url(&d, "a4", "reminders", "bad"), r#"{"dueTime":"soon"}"#).await;
+    assert_eq!(bad.error_code(), "ERR_ACTOR_REMINDER_CREATE");
+    let bad = post(
+        &url(&d, "a4", "reminders", "bad"),
+        r#"{"dueTime":"1s","ttl":"2000-01-01T00:00:00Z"}"#,
+    )
+    .await;
+    assert!(
+        bad.json()["message"]
+            .as_str()
+            .unwrap()
+            .contains("has already expired")
+    );
+    let bad = post(&url(&d, "a4", "reminders", "bad"), "{not json").await;
+    assert_eq!(
+        (bad.status, bad.error_code().as_str()),
+        (400, "ERR_MALFORMED_REQUEST")
+    );
+    let bad = post(&url(&d, "a4", "reminders", "bad"), r#"{"dueTime":5}"#).await;
+    assert_eq!(bad.error_code(), "ERR_MALFORMED_REQUEST");
+    let bad = post(&url(&d, "a4", "reminders", "a%2Fb"), "{}").await;
+    assert_eq!(
+        (bad.status, bad.error_code().as_str()),
+        (400, "ERR_BAD_REQUEST")
+    );
+    let bad = post(&d.url("/v1.0/actors/Other/x/reminders/r"), "{}").await;
+    assert_eq!(
+        (bad.status, bad.error_code().as_str()),
+        (403, "ERR_ACTOR_REMINDER_NON_HOSTED")
+    );
+    let bad = post(&url(&d, "never", "timers", "t"), r#"{"period":"1s"}"#).await;
+    assert_eq!(bad.status, 500);
+    assert_eq!(bad.error_code(), "ERR_ACTOR_TIMER_CREATE");
+    assert!(bad.text().contains("actor not activated"), "{}", bad.text());
+    assert_eq!(
+        http("DELETE", &url(&d, "a4", "reminders", "nope"), "")
+            .await
+            .status,
+        204
+    );
+    assert_eq!(
+        http("DELETE", &url(&d, "a4", "reminders", "info"), "")
+            .await
+            .status,
+        204
+    );
+    assert_eq!(
+        http("GET", &url(&d, "a4", "reminders", "info"), "")
+            .await
+            .status,
+        404
+    );
+
+    // ---- the on-time reminder: three ticks at t0 + k s (±100 ms) -------------
+    assert!(
+        poll(Duration::from_secs(6), || async {
+            app.count("remind/ontime") >= 3
+        })
+        .await,
+        "ontime fired {} times\n{}",
+        app.count("remind/ontime"),
+        d.logs()
+    );
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let ticks = app.times("remind/ontime");
+    assert_eq!(ticks.len(), 3, "R3 fires exactly three times");
+    for (k, t) in ticks.iter().enumerate() {
+        let want = t0 + TimeDelta::seconds(k as i64);
+        let off = (*t - want).num_milliseconds();
+        assert!(off.abs() <= 100, "tick {k} off by {off} ms");
+    }
+    let body: serde_json::Value =
+        serde_json::from_str(&app.find("remind/ontime").unwrap().body).unwrap();
+    assert_eq!(body["data"], serde_json::json!({"n": 1}));
+    assert_eq!(body["period"], "R3/PT1S");
+    assert_eq!(
+        http("GET", &url(&d, "a1", "reminders", "ontime"), "")
+            .await
+            .status,
+        404,
+        "a finished reminder is deleted"
+    );
+    // ttl 450 ms at 100 ms: about five ticks, then nothing.
+    let n = app.count("remind/ttl");
+    assert!((3..=6).contains(&n), "ttl reminder fired {n} times");
+    assert_eq!(app.count("remind/cancelme"), 1, "cancel header stops it");
+    assert_eq!(
+        http("GET", &url(&d, "a3", "reminders", "cancelme"), "")
+            .await
+            .status,
+        404
+    );
+
+    // ---- timers: fire, DELETE stops, deactivation stops ------------------------
+    let call = post(&d.url("/v1.0/actors/Remind/t1/method/hello"), "{}").await;
+    assert_eq!(call.status, 200, "{}", call.text());
+    assert_eq!(
+        post(
+            &url(&d, "t1", "timers", "fast"),
+            r#"{"dueTime":"0s","period":"100ms","callback":"cb","data":"x"}"#
+        )
+        .await
+        .status,
+        204
+    );
+    assert!(
+        poll(Duration::from_secs(2), || async {
+            app.count("timer/fast") >= 3
+        })
+        .await
+    );
+    let tb: serde_json::Value =
+        serde_json::from_str(&app.find("timer/fast").unwrap().body).unwrap();
+    assert_eq!(
+        (tb["callback"].as_str(), tb["data"].as_str()),
+        (Some("cb"), Some("x"))
+    );
+    assert_eq!(
+        http("DELETE", &url(&d, "t1", "timers", "fast"), "")
+            .await
+            .status,
+        204
+    );
+    tokio::time::sleep(Duration::from_millis(150)).await;
+    let n = app.count("timer/fast");
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(app.count("timer/fast"), n, "deleted timer stopped");
+
+    // A slow timer outlives the actor's 1 s idle timeout: after the
+    // deactivation it never fires again.
+    let call = post(&d.url("/v1.0/actors/Remind/t2/method/hello"), "{}").await;
+    assert_eq!(call.status, 200);
+    assert_eq!(
+        post(
+            &url(&d, "t2", "timers", "slow"),
+            r#"{"dueTime":"0s","period":"2500ms"}"#
+        )
+        .await
+        .status,
+        204
+    );
+    let deactivated = poll(Duration::from_secs(5), || async {
+        app.events
+            .lock()
+            .unwrap()
+            .iter()
+            .any(|e| e.what == "deactivate" && e.actor == "t2")
+    })
+    .await;
+    assert!(deactivated, "t2 was not deactivated\n{}", d.logs());
+    let n = app.count("timer/slow");
+    tokio::time::sleep(Duration::from_millis(2800)).await;
+    assert_eq!(app.count("timer/slow"), n, "timer stopped with its actor");
+
+    // ---- a reminder survives SIGKILL + restart ---------------------------------
+    register_when_ready(&d, "s1", "survive", r#"{"dueTime":"0s","period":"500ms"}"#).await;
+    assert!(
+        poll(Duration::from_secs(3), || async {
+            app.count("remind/survive") >= 2
+        })
+        .await
+    );
+    let mut child = d.child.take().unwrap();
+    child.kill().unwrap();
+    child.wait().unwrap();
+    let killed_at = Utc::now();
+    let d2 = start_daprd(&res, app_port, placement.port).await;
+    let resumed = poll(Duration::from_secs(20), || async {
+        app.times("remind/survive").iter().any(|t| *t > killed_at)
+    })
+    .await;
+    assert!(
+        resumed,
+        "reminder did not fire after the restart\n{}",
+        d2.logs()
+    );
+    assert_eq!(
+        http("GET", &url(&d2, "s1", "reminders", "survive"), "")
+            .await
+            .status,
+        200
+    );
+    assert_eq!(
+        http("DELETE", &url(&d2, "s1", "reminders", "survive"), "")
+            .await
+            .status,
+        204
+    );
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let n = app.count("remind/survive");
+    tokio::time::sleep(Duration::from_millis(700)).await;
+    assert_eq!(app.count("remind/survive"), n, "deleted reminder stopped");
+}
