@@ -58,7 +58,7 @@ pub fn limit(body: Body, limit: u64) -> (Body, Exceeded) {
 /// `--max-body-size` byte count taken as MiB (`maxRequestBodySize << 20`
 /// in Go Dapr's channel), so 4 TiB by default; saturates.
 pub fn response_limit(max_body_size: u64) -> u64 {
-    max_body_size.checked_mul(1 << 20).unwrap_or(u64::MAX)
+    max_body_size.saturating_mul(1 << 20)
 }
 
 /// An app's response `body`, failing (never ending cleanly) once more than
