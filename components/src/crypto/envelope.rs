@@ -355,7 +355,7 @@ impl HeaderReader {
             }
         }
         if lines.len() < 3 {
-            if lines.is_empty() && self.buf.len() >= SCHEME_NAME.len() + 1 {
+            if lines.is_empty() && self.buf.len() > SCHEME_NAME.len() {
                 return Err(EnvelopeError::InvalidHeader("unsupported scheme"));
             }
             if self.buf.len() >= MAX_HEADER {

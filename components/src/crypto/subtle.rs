@@ -396,7 +396,7 @@ fn aes_kw_unwrap(kek: &[u8], wrapped: &[u8]) -> Result<Vec<u8>, CryptoError> {
 }
 
 fn aes_cbc_encrypt(k: &[u8], iv: &[u8], pt: &[u8], nopad: bool) -> Result<Vec<u8>, CryptoError> {
-    if nopad && pt.len() % 16 != 0 {
+    if nopad && !pt.len().is_multiple_of(16) {
         return Err(CryptoError::Operation("invalid plaintext length".into()));
     }
     macro_rules! run {
@@ -418,7 +418,7 @@ fn aes_cbc_encrypt(k: &[u8], iv: &[u8], pt: &[u8], nopad: bool) -> Result<Vec<u8
 }
 
 fn aes_cbc_decrypt(k: &[u8], iv: &[u8], ct: &[u8], nopad: bool) -> Result<Vec<u8>, CryptoError> {
-    if ct.len() % 16 != 0 {
+    if !ct.len().is_multiple_of(16) {
         return Err(CryptoError::Operation("invalid ciphertext length".into()));
     }
     let failed = |_| CryptoError::Operation("invalid padding".into());
