@@ -19,7 +19,6 @@ use k8s_openapi::api::{
 };
 use kube::{Api, api::PostParams};
 
-#[allow(dead_code)]
 mod chart_support;
 use serde_json::Value;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
