@@ -33,15 +33,16 @@ fn truthy(v: &str) -> bool {
     )
 }
 
-/// The request body as a stream held to `--max-body-size`.
-fn body_input(req: Request, limit: u64) -> Result<stream::Input, Response> {
+/// The request body as a stream held to `--max-body-size`; `Err` when
+/// the declared length is already over it.
+fn body_input(req: Request, limit: u64) -> Result<stream::Input, ApiError> {
     let declared = req
         .headers()
         .get(header::CONTENT_LENGTH)
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.parse::<u64>().ok());
     if declared.is_some_and(|n| n > limit) {
-        return Err(ApiError::BodyTooLarge { limit }.into_response());
+        return Err(ApiError::BodyTooLarge { limit });
     }
     let mut seen = 0u64;
     let s = req.into_body().into_data_stream().map(move |r| {
@@ -107,7 +108,7 @@ pub async fn encrypt(
     }
     let input = match body_input(req, sidecar.max_body_size) {
         Ok(i) => i,
-        Err(r) => return r,
+        Err(e) => return e.into_response(),
     };
     let enc = match crypto::begin_encrypt(&sidecar, &opts).await {
         Ok(e) => e,
@@ -128,7 +129,7 @@ pub async fn decrypt(
     let key_name = header_str(req.headers(), KEY_NAME).to_owned();
     let input = match body_input(req, sidecar.max_body_size) {
         Ok(i) => i,
-        Err(r) => return r,
+        Err(e) => return e.into_response(),
     };
     let out = match stream::decrypt(provider, key_name, input).await {
         Ok(o) => o,
