@@ -159,6 +159,9 @@ fn assert_invoke_error(r: &Reply, contains: &str) {
     assert!(msg.contains(contains), "'{msg}' lacks '{contains}'");
 }
 
+/// A component: name, type and metadata.
+type Spec<'a> = (&'a str, &'a str, Vec<(&'a str, &'a str)>);
+
 struct Setup {
     d: Daprd,
     hits: Hits,
@@ -173,7 +176,7 @@ async fn setup_http_app() -> Setup {
     let root = files.path().to_string_lossy().to_string();
     let web = format!("http://127.0.0.1:{app_port}/api");
     let (pg, my, redis) = (postgres_conn(), mysql_dsn(), redis_addr());
-    let components: Vec<(&str, &str, Vec<(&str, &str)>)> = vec![
+    let components: Vec<Spec> = vec![
         ("files", "bindings.localstorage", vec![("rootPath", &root)]),
         ("cache", "bindings.redis", vec![("redisHost", &redis)]),
         ("pg", "bindings.postgresql", vec![("connectionString", &pg)]),
