@@ -76,7 +76,8 @@ fn metadata_headers(md: &HashMap<String, String>) -> HeaderMap {
         let name = format!("metadata.{k}");
         match (
             HeaderName::try_from(name.as_str()),
-            HeaderValue::try_from(v.as_str()),
+            // Go writes non-ASCII values (e.g. `µs` durations) as raw bytes.
+            HeaderValue::from_bytes(v.as_bytes()),
         ) {
             (Ok(n), Ok(v)) => {
                 out.append(n, v);
