@@ -19,6 +19,7 @@ mod lock;
 mod procfs;
 mod report;
 mod state;
+mod workflow;
 
 use std::{net::SocketAddr, path::PathBuf};
 
@@ -47,6 +48,8 @@ enum Cmd {
     Crypto(CryptoArgs),
     /// Lock acquire/release latency through daprd vs direct Redis.
     Lock(LockArgs),
+    /// Workflows/s (3-activity chains) through daprd's workflow engine.
+    Workflow(workflow::WorkflowArgs),
 }
 
 #[derive(Debug, Clone, Args)]
@@ -325,5 +328,6 @@ fn main() -> anyhow::Result<()> {
             args.validate()?;
             rt.block_on(injector::run(args))
         }
+        Cmd::Workflow(args) => rt.block_on(workflow::run(args)),
     }
 }

@@ -51,8 +51,15 @@ pub async fn start(
         );
     }
     // Self-hosted sidecars have no namespace; Dapr scopes their actors to `default`.
-    let namespace = if namespace.is_empty() { "default" } else { namespace };
-    let engine = Engine::new(WorkflowStore::new(entry.store.clone(), app_id, namespace), app_id);
+    let namespace = if namespace.is_empty() {
+        "default"
+    } else {
+        namespace
+    };
+    let engine = Engine::new(
+        WorkflowStore::new(entry.store.clone(), app_id, namespace),
+        app_id,
+    );
     let resumed = engine
         .recover()
         .await

@@ -23,7 +23,15 @@ async fn python_sdk_workflows_on_the_embedded_default() {
         .start()
         .await;
     let out = Command::new("python3")
-        .args(["-W", "ignore", "-m", "pytest", "-q", "-p", "no:cacheprovider"])
+        .args([
+            "-W",
+            "ignore",
+            "-m",
+            "pytest",
+            "-q",
+            "-p",
+            "no:cacheprovider",
+        ])
         .arg(format!("{ROOT}/e2e/python/test_workflow.py"))
         .env("DAPR_HTTP_PORT", d.http_port.to_string())
         .env("DAPR_GRPC_PORT", d.grpc_port.to_string())
@@ -52,7 +60,12 @@ fn spawn_daprd(http: u16, grpc: u16, data: &Path, log: &Path) -> Child {
         .open(log)
         .unwrap();
     Command::new(DAPRD)
-        .args(["--app-id", "wf-crash", "--dapr-listen-addresses", "127.0.0.1"])
+        .args([
+            "--app-id",
+            "wf-crash",
+            "--dapr-listen-addresses",
+            "127.0.0.1",
+        ])
         .args(["--dapr-http-port", &http.to_string()])
         .args(["--dapr-grpc-port", &grpc.to_string()])
         .args(["--data-dir", &data.to_string_lossy()])
@@ -68,7 +81,13 @@ fn spawn_daprd(http: u16, grpc: u16, data: &Path, log: &Path) -> Child {
 async fn wait_healthy(http: u16) {
     let deadline = Instant::now() + Duration::from_secs(20);
     while Instant::now() < deadline {
-        let r = request("GET", &format!("http://127.0.0.1:{http}/v1.0/healthz"), None, &[]).await;
+        let r = request(
+            "GET",
+            &format!("http://127.0.0.1:{http}/v1.0/healthz"),
+            None,
+            &[],
+        )
+        .await;
         if r.is_ok_and(|r| r.status == 204) {
             return;
         }
@@ -178,15 +197,24 @@ async fn a_workflow_survives_a_daprd_sigkill_mid_run() {
     };
     // acc = acc * 2 + n for n = 1..=6, from 1.
     let expected = (1..=6).fold(1i64, |acc, n| acc * 2 + n);
-    assert_eq!(body["properties"]["dapr.workflow.output"], expected.to_string());
+    assert_eq!(
+        body["properties"]["dapr.workflow.output"],
+        expected.to_string()
+    );
 
     let lines = step_lines(&step_log, &instance);
     for n in 1..=6u32 {
-        let starts = lines.iter().filter(|(s, what)| *s == n && what == "start").count();
+        let starts = lines
+            .iter()
+            .filter(|(s, what)| *s == n && what == "start")
+            .count();
         if n == 3 {
             // In flight at the kill: its result may not have been recorded,
             // so it may run again, but at most once more.
-            assert!((1..=2).contains(&starts), "step 3 ran {starts} times: {lines:?}");
+            assert!(
+                (1..=2).contains(&starts),
+                "step 3 ran {starts} times: {lines:?}"
+            );
         } else {
             // Recorded before the kill (1, 2) or run after it (4-6): once.
             assert_eq!(starts, 1, "step {n} ran {starts} times: {lines:?}");

@@ -38,9 +38,9 @@ use crate::{
         ChildWorkflowInstanceCreatedEvent, ChildWorkflowInstanceFailedEvent, EventRaisedEvent,
         EventSentEvent, ExecutionCompletedEvent, ExecutionResumedEvent, ExecutionStartedEvent,
         ExecutionSuspendedEvent, ExecutionTerminatedEvent, HistoryEvent, OrchestrationStatus,
-        ParentInstanceInfo, TaskCompletedEvent, TaskFailedEvent, TaskFailureDetails,
-        TaskRouter, TaskScheduledEvent, TimerCreatedEvent, TimerFiredEvent, WorkItem,
-        WorkflowInstance, WorkflowRequest, WorkflowResponse, WorkflowStartedEvent, WorkflowState,
+        ParentInstanceInfo, TaskCompletedEvent, TaskFailedEvent, TaskFailureDetails, TaskRouter,
+        TaskScheduledEvent, TimerCreatedEvent, TimerFiredEvent, WorkItem, WorkflowInstance,
+        WorkflowRequest, WorkflowResponse, WorkflowStartedEvent, WorkflowState,
         history_event::EventType, timer_created_event, work_item, workflow_action,
     },
     store::{
@@ -165,7 +165,7 @@ enum Pending {
     Activity {
         instance: String,
         generation: u32,
-        request: ActivityRequest,
+        request: Box<ActivityRequest>,
     },
 }
 
@@ -175,7 +175,7 @@ enum Holding {
     Activity {
         instance: String,
         generation: u32,
-        request: ActivityRequest,
+        request: Box<ActivityRequest>,
     },
 }
 
@@ -366,7 +366,9 @@ impl Engine {
             ..Default::default()
         };
         self.inner.store.put_record(&mut batch, &id, &record);
-        let update = self.index_change(&mut batch, &id, IndexChange::Active).await?;
+        let update = self
+            .index_change(&mut batch, &id, IndexChange::Active)
+            .await?;
         self.inner.store.commit(batch).await?;
         update.finish();
         let scheduled = record.scheduled_start;
@@ -374,7 +376,8 @@ impl Engine {
         st.history.clear();
         st.turn = None;
         drop(st);
-        slot.status.send_replace(Some(OrchestrationStatus::Pending as i32));
+        slot.status
+            .send_replace(Some(OrchestrationStatus::Pending as i32));
         match scheduled.map(|t| to_system_time(&t)) {
             Some(at) if at > SystemTime::now() => self.arm(at, TimerKind::Start(id.clone())),
             _ => self.queue_turn(&id),
@@ -521,7 +524,12 @@ impl Engine {
     /// Deletes a finished instance and everything stored for it; returns
     /// how many instances were deleted (children included with
     /// `recursive`).
-    pub async fn purge(&self, id: &str, recursive: bool, force: bool) -> Result<u32, WorkflowError> {
+    pub async fn purge(
+        &self,
+        id: &str,
+        recursive: bool,
+        force: bool,
+    ) -> Result<u32, WorkflowError> {
         validate_instance_id(id, false)?;
         let mut pending = vec![id.to_owned()];
         let mut deleted = 0;
@@ -734,10 +742,7 @@ impl Engine {
                 Pending::Turn(id) => {
                     let built = self.build_turn(&id, &token).await;
                     match built {
-                        Some(req) => (
-                            work_item::Request::WorkflowRequest(req),
-                            Holding::Turn(id),
-                        ),
+                        Some(req) => (work_item::Request::WorkflowRequest(req), Holding::Turn(id)),
                         None => {
                             lock(&self.inner.dispatch).queued_turns.remove(&id);
                             continue;
@@ -749,7 +754,7 @@ impl Engine {
                     generation,
                     request,
                 } => (
-                    work_item::Request::ActivityRequest(request.clone()),
+                    work_item::Request::ActivityRequest((*request).clone()),
                     Holding::Activity {
                         instance,
                         generation,
@@ -885,7 +890,7 @@ impl Engine {
             self.queue(Pending::Activity {
                 instance: id.clone(),
                 generation,
-                request,
+                request: Box::new(request),
             });
         }
         for (timer_id, fire_at) in timers {
@@ -1192,16 +1197,16 @@ impl Engine {
                             EventType::ChildWorkflowInstanceFailed(
                                 ChildWorkflowInstanceFailedEvent {
                                     task_scheduled_id,
-                                    failure_details: Some(a.failure_details.unwrap_or_else(
-                                        || TaskFailureDetails {
+                                    failure_details: Some(a.failure_details.unwrap_or_else(|| {
+                                        TaskFailureDetails {
                                             error_type: "WorkflowTerminated".into(),
                                             error_message: format!(
                                                 "child workflow '{id}' ended with status {}",
                                                 status_name(status)
                                             ),
                                             ..Default::default()
-                                        },
-                                    )),
+                                        }
+                                    })),
                                     ..Default::default()
                                 },
                             )
@@ -1447,7 +1452,8 @@ impl Engine {
                     let due: Vec<TimerKind> = {
                         let mut timers = lock(&self.inner.timers);
                         let now = SystemTime::now();
-                        let keys: Vec<_> = timers.range(..=(now, u64::MAX)).map(|(k, _)| *k).collect();
+                        let keys: Vec<_> =
+                            timers.range(..=(now, u64::MAX)).map(|(k, _)| *k).collect();
                         keys.into_iter().filter_map(|k| timers.remove(&k)).collect()
                     };
                     for kind in due {
@@ -1468,7 +1474,10 @@ impl Engine {
                 timer_id,
                 fire_at,
             } => {
-                if let Err(e) = self.fire_timer(&instance, generation, timer_id, fire_at).await {
+                if let Err(e) = self
+                    .fire_timer(&instance, generation, timer_id, fire_at)
+                    .await
+                {
                     warn!(instance = %instance, error = %e, "firing a workflow timer failed; retrying in 1s");
                     self.arm(
                         SystemTime::now() + Duration::from_secs(1),
@@ -1591,7 +1600,7 @@ impl Engine {
                         self.queue(Pending::Activity {
                             instance: id.to_owned(),
                             generation: record.generation,
-                            request: ActivityRequest {
+                            request: Box::new(ActivityRequest {
                                 name: t.name.clone(),
                                 version: t.version.clone(),
                                 input: t.input.clone(),
@@ -1599,7 +1608,7 @@ impl Engine {
                                 task_id: e.event_id,
                                 task_execution_id: t.task_execution_id.clone(),
                                 ..Default::default()
-                            },
+                            }),
                         });
                     }
                     Some(EventType::TimerCreated(t)) if !fired.contains(&e.event_id) => {

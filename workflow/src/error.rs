@@ -24,7 +24,9 @@ pub enum WorkflowError {
     NotFound(String),
     #[error("an active workflow with ID '{0}' already exists")]
     AlreadyExists(String),
-    #[error("workflow instance '{0}' is not in a terminal state (completed, failed or terminated), so it cannot be purged")]
+    #[error(
+        "workflow instance '{0}' is not in a terminal state (completed, failed or terminated), so it cannot be purged"
+    )]
     NotTerminal(String),
     #[error("{0}")]
     InvalidRequest(String),

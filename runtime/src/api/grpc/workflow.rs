@@ -36,9 +36,11 @@ fn text(bytes: Vec<u8>) -> Result<Option<String>, Status> {
     if bytes.is_empty() {
         return Ok(None);
     }
-    String::from_utf8(bytes)
-        .map(Some)
-        .map_err(|_| status(WorkflowApiError::BadRequest("the payload is not valid UTF-8".into())))
+    String::from_utf8(bytes).map(Some).map_err(|_| {
+        status(WorkflowApiError::BadRequest(
+            "the payload is not valid UTF-8".into(),
+        ))
+    })
 }
 
 pub async fn start(
@@ -47,7 +49,10 @@ pub async fn start(
 ) -> Result<Response<pb::StartWorkflowResponse>, Status> {
     let api = WorkflowApi::new(&sidecar.workflows, &r.workflow_component).map_err(status)?;
     let input = text(r.input)?;
-    let start_time = r.options.get("dapr.workflow.start_time").map(String::as_str);
+    let start_time = r
+        .options
+        .get("dapr.workflow.start_time")
+        .map(String::as_str);
     let instance_id = api
         .start(&r.workflow_name, &r.instance_id, input, start_time)
         .await

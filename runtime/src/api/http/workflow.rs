@@ -114,7 +114,11 @@ pub async fn terminate(
     State(sidecar): State<AppState>,
     PathParams((component, id)): PathParams<(String, String)>,
 ) -> Response {
-    let run = async { WorkflowApi::new(&sidecar.workflows, &component)?.terminate(&id).await };
+    let run = async {
+        WorkflowApi::new(&sidecar.workflows, &component)?
+            .terminate(&id)
+            .await
+    };
     run.await.map_or_else(fail, |()| accepted())
 }
 
@@ -134,7 +138,11 @@ pub async fn pause(
     State(sidecar): State<AppState>,
     PathParams((component, id)): PathParams<(String, String)>,
 ) -> Response {
-    let run = async { WorkflowApi::new(&sidecar.workflows, &component)?.pause(&id).await };
+    let run = async {
+        WorkflowApi::new(&sidecar.workflows, &component)?
+            .pause(&id)
+            .await
+    };
     run.await.map_or_else(fail, |()| accepted())
 }
 
@@ -142,7 +150,11 @@ pub async fn resume(
     State(sidecar): State<AppState>,
     PathParams((component, id)): PathParams<(String, String)>,
 ) -> Response {
-    let run = async { WorkflowApi::new(&sidecar.workflows, &component)?.resume(&id).await };
+    let run = async {
+        WorkflowApi::new(&sidecar.workflows, &component)?
+            .resume(&id)
+            .await
+    };
     run.await.map_or_else(fail, |()| accepted())
 }
 
@@ -150,6 +162,10 @@ pub async fn purge(
     State(sidecar): State<AppState>,
     PathParams((component, id)): PathParams<(String, String)>,
 ) -> Response {
-    let run = async { WorkflowApi::new(&sidecar.workflows, &component)?.purge(&id).await };
+    let run = async {
+        WorkflowApi::new(&sidecar.workflows, &component)?
+            .purge(&id)
+            .await
+    };
     run.await.map_or_else(fail, |()| accepted())
 }
