@@ -153,14 +153,6 @@ impl Registry {
         !read(&self.locks).is_empty()
     }
 
-    pub fn crypto_provider(&self, name: &str) -> Option<Arc<dyn CryptoProvider>> {
-        read(&self.crypto).get(name).map(|e| e.0.clone())
-    }
-
-    pub fn has_crypto_providers(&self) -> bool {
-        !read(&self.crypto).is_empty()
-    }
-
     pub fn binding(&self, name: &str) -> Option<crate::bindings::BindingEntry> {
         read(&self.bindings).get(name).cloned()
     }
@@ -187,6 +179,14 @@ impl Registry {
             ),
             None => dapr_policy::resiliency::Policy::none(name),
         }
+    }
+
+    pub fn crypto_provider(&self, name: &str) -> Option<Arc<dyn CryptoProvider>> {
+        read(&self.crypto).get(name).map(|e| e.0.clone())
+    }
+
+    pub fn has_crypto_providers(&self) -> bool {
+        !read(&self.crypto).is_empty()
     }
 
     pub fn has_secret_stores(&self) -> bool {
@@ -240,8 +240,8 @@ impl Registry {
             .chain(read(&self.pubsubs).values().map(|e| e.info.clone()))
             .chain(read(&self.configuration).values().map(|e| e.1.clone()))
             .chain(read(&self.locks).values().map(|e| e.2.clone()))
-            .chain(read(&self.crypto).values().map(|e| e.1.clone()))
             .chain(read(&self.bindings).values().map(|e| e.info.clone()))
+            .chain(read(&self.crypto).values().map(|e| e.1.clone()))
             .collect();
         out.sort_by(|a, b| a.name.cmp(&b.name));
         out
@@ -254,8 +254,8 @@ impl Registry {
         write(&self.pubsubs).remove(name);
         write(&self.configuration).remove(name);
         write(&self.locks).remove(name);
-        write(&self.crypto).remove(name);
         write(&self.bindings).remove(name);
+        write(&self.crypto).remove(name);
         write(&self.definitions).remove(name);
     }
 }
@@ -487,14 +487,14 @@ impl ComponentLoader {
                 .map_err(|e| e.to_string())?;
             let prefix = metadata.get("keyPrefix").unwrap_or_default().to_owned();
             write(&self.registry.locks).insert(name, (store, prefix, info));
-        } else if type_.starts_with("bindings.") {
-            let entry = crate::bindings::build_entry(type_, metadata, info).await?;
-            write(&self.registry.bindings).insert(name, entry);
         } else if type_.starts_with("crypto.") {
             let provider = crypto_components::create(type_, metadata)
                 .await
                 .map_err(|e| e.to_string())?;
             write(&self.registry.crypto).insert(name, (provider, info));
+        } else if type_.starts_with("bindings.") {
+            let entry = crate::bindings::build_entry(type_, metadata, info).await?;
+            write(&self.registry.bindings).insert(name, entry);
         } else if type_.starts_with("middleware.http.") {
             // Built by the HTTP pipeline from the Configuration; listed here
             // so the metadata API shows it.

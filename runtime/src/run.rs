@@ -234,10 +234,10 @@ pub async fn run(opts: Options) -> anyhow::Result<()> {
     let declarative_subscriptions =
         crate::pubsub::subscriptions::declarative(&resources.others, &opts.app_id)?;
     let subscriptions = Arc::new(crate::pubsub::manager::SubscriptionManager::default());
+    let input_bindings = Arc::new(crate::bindings::input::InputBindingManager::default());
     subscriptions
         .start_outbox(&sidecar.registry, &opts.app_id, &namespace)
         .await;
-    let input_bindings = Arc::new(crate::bindings::input::InputBindingManager::default());
     // HTTPEndpoints after components: their secretKeyRefs read secret stores.
     let endpoints =
         invoke::external::build_all(&resources.http_endpoints, &sidecar.registry, &opts.app_id)

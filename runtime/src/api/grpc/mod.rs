@@ -276,13 +276,6 @@ impl Dapr for DaprGrpc {
         )))
     }
 
-    async fn invoke_binding(
-        &self,
-        req: Request<pb::InvokeBindingRequest>,
-    ) -> Result<Response<pb::InvokeBindingResponse>, Status> {
-        bindings::invoke_binding(&self.sidecar, req).await
-    }
-
     async fn encrypt_alpha1(
         &self,
         req: Request<tonic::Streaming<pb::EncryptRequest>>,

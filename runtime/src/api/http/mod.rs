@@ -96,6 +96,8 @@ fn routes(sidecar: Arc<Sidecar>) -> Router {
             "/v1.0-alpha1/configuration/{store}/{id}/unsubscribe",
             get(configuration::unsubscribe),
         )
+        .route("/v1.0-alpha1/crypto/{name}/encrypt", put(crypto::encrypt))
+        .route("/v1.0-alpha1/crypto/{name}/decrypt", put(crypto::decrypt))
         .route(
             "/v1.0/actors/{actor_type}/{actor_id}/method/{*method}",
             any(actors::invoke),
@@ -112,8 +114,6 @@ fn routes(sidecar: Arc<Sidecar>) -> Router {
             "/v1.0/bindings/{name}",
             post(bindings::invoke).put(bindings::invoke),
         )
-        .route("/v1.0-alpha1/crypto/{name}/encrypt", put(crypto::encrypt))
-        .route("/v1.0-alpha1/crypto/{name}/decrypt", put(crypto::decrypt))
         .route("/v1.0-alpha1/lock/{store}", post(lock::try_lock))
         .route("/v1.0-alpha1/unlock/{store}", post(lock::unlock))
         .route("/v1.0/secrets/{store}/bulk", get(secrets::bulk))
