@@ -143,6 +143,9 @@ impl ActorRuntime {
         }
         actor.mark_deactivated();
         self.table.remove(&actor);
+        // Its timers go with the activation.
+        self.reminders
+            .actor_deactivated(&actor.actor_type, &actor.actor_id);
         match app::deactivate(&self.invoker, &actor.actor_type, &actor.actor_id).await {
             Ok(()) => {
                 tracing::debug!(actor_type = %actor.actor_type, actor_id = %actor.actor_id, why, "actor deactivated")

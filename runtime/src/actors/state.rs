@@ -189,20 +189,6 @@ fn parse_ttl(md: &HashMap<String, String>) -> Result<Option<Duration>, String> {
     }
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn ttl() {
-        let md = |v: &str| HashMap::from([(TTL_METADATA_KEY.to_owned(), v.to_owned())]);
-        assert_eq!(parse_ttl(&md("5")).unwrap(), Some(Duration::from_secs(5)));
-        assert_eq!(parse_ttl(&md("-1")).unwrap(), None);
-        assert!(parse_ttl(&md("0")).is_err());
-        assert!(parse_ttl(&md("x")).is_err());
-    }
-}
-
 /// A transaction from the APIs: only for an actor active on this host, as
 /// in Dapr (`ERR_ACTOR_INSTANCE_MISSING` otherwise).
 pub async fn transact_active(
@@ -216,4 +202,18 @@ pub async fn transact_active(
         return Err(ActorError::InstanceMissing);
     }
     store.transact(actor_type, actor_id, ops).await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ttl() {
+        let md = |v: &str| HashMap::from([(TTL_METADATA_KEY.to_owned(), v.to_owned())]);
+        assert_eq!(parse_ttl(&md("5")).unwrap(), Some(Duration::from_secs(5)));
+        assert_eq!(parse_ttl(&md("-1")).unwrap(), None);
+        assert!(parse_ttl(&md("0")).is_err());
+        assert!(parse_ttl(&md("x")).is_err());
+    }
 }
