@@ -136,7 +136,11 @@ impl ActorError {
             "ERR_ACTOR_INSTANCE_MISSING" => ActorError::InstanceMissing,
             "ERR_ACTOR_NO_APP_CHANNEL" => ActorError::NoAppChannel,
             "ERR_ACTOR_RUNTIME_CLOSED" => ActorError::Closed,
-            "ERR_ACTOR_NOT_HOSTED" => ActorError::NotHostedHere(strip("actor ")),
+            "ERR_ACTOR_NOT_HOSTED" => ActorError::NotHostedHere(
+                strip("actor ")
+                    .trim_end_matches(" is not hosted on this sidecar")
+                    .to_owned(),
+            ),
             "ERR_ACTOR_NO_ADDRESS" => ActorError::NoAddress(
                 strip("did not find address for actor '")
                     .trim_end_matches('\'')
