@@ -323,9 +323,11 @@ where
         ],
     )
     .unwrap_or_else(|e| panic!("{e}"));
+    // HA releases stop a dozen pods with grace periods; on a loaded 2-core
+    // node that can take more than a minute.
     let leftovers = eventually(
         "every object of the release gone",
-        Duration::from_secs(60),
+        Duration::from_secs(180),
         Duration::from_millis(500),
         || async {
             let mut left = Vec::new();

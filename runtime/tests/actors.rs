@@ -354,7 +354,9 @@ async fn wait_host_ready(d: &Daprd) {
 /// Waits until calls through `d` reach both hosts (each owns some of 40
 /// ids of `actor_type`); `method` answers with the host's name.
 async fn wait_spread(d: &Daprd, actor_type: &str, method: &str, other: &Daprd) {
-    let deadline = Instant::now() + Duration::from_secs(20);
+    // Both hosts must have registered with placement and received the
+    // table; under a loaded CI run a Python app host can take a while.
+    let deadline = Instant::now() + Duration::from_secs(60);
     loop {
         let mut hosts = std::collections::HashSet::new();
         for i in 0..40 {
