@@ -529,3 +529,222 @@ async fn reminders_and_timers_through_daprd() {
     tokio::time::sleep(Duration::from_millis(700)).await;
     assert_eq!(app.count("remind/survive"), n, "deleted reminder stopped");
 }
+
+/// Calls `hello` on `actor` through `d` and says which of the two apps
+/// served it (0 or 1), if any.
+async fn served_by(d: &Daprd, apps: [&App; 2], actor: &str) -> Option<usize> {
+    let tag = format!("hello-{}", Utc::now().timestamp_nanos_opt().unwrap_or(0));
+    let r = post(
+        &d.url(&format!("/v1.0/actors/Remind/{actor}/method/{tag}")),
+        "{}",
+    )
+    .await;
+    if r.status != 200 {
+        return None;
+    }
+    apps.iter().position(|a| a.count(&tag) > 0)
+}
+
+/// Ticks of `what` for `actor` recorded by `app` after `since`.
+fn ticks_of(app: &App, what: &str, actor: &str, since: DateTime<Utc>) -> Vec<DateTime<Utc>> {
+    app.events
+        .lock()
+        .unwrap()
+        .iter()
+        .filter(|e| e.what == what && e.actor == actor && e.at > since)
+        .map(|e| e.at)
+        .collect()
+}
+
+/// No two ticks of a 500 ms reminder closer than 300 ms (a duplicate fire).
+fn assert_no_duplicates(ticks: &mut [DateTime<Utc>], what: &str) {
+    ticks.sort();
+    for w in ticks.windows(2) {
+        let gap = (w[1] - w[0]).num_milliseconds();
+        assert!(gap >= 300, "{what}: ticks {gap} ms apart (duplicate fire)");
+    }
+}
+
+/// Two daprd (one app id, one shared SQLite store) and one placement: a
+/// reminder created or deleted through the sidecar that does not own the
+/// actor fires on the owner only, on time; `overwrite: false` is refused with
+/// Dapr's 409; after the owner dies the survivor fires it, and after a new
+/// host joins it still fires exactly once per tick.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reminders_follow_the_owner_across_hosts() {
+    let dir = tempfile::tempdir().unwrap();
+    let res = dir.path().join("res");
+    std::fs::create_dir_all(&res).unwrap();
+    let db = dir.path().join("actors.db");
+    write_resource(
+        &res,
+        "state.yaml",
+        &component_yaml(
+            "actorstore",
+            "state.sqlite",
+            &[
+                ("connectionString", &db.display().to_string()),
+                ("actorStateStore", "true"),
+            ],
+        ),
+    );
+    let placement = start_placement(dir.path()).await;
+    let (app_a, port_a) = start_app().await;
+    let (app_b, port_b) = start_app().await;
+    let da = start_daprd(&res, port_a, placement.port).await;
+    let mut db_ = start_daprd(&res, port_b, placement.port).await;
+    let apps = [&app_a, &app_b];
+
+    // An actor owned by B, found by calling through A.
+    let end = tokio::time::Instant::now() + Duration::from_secs(40);
+    let actor = 'find: loop {
+        for i in 0..20 {
+            let id = format!("x{i}");
+            if served_by(&da, apps, &id).await == Some(1) {
+                break 'find id;
+            }
+        }
+        assert!(
+            tokio::time::Instant::now() < end,
+            "no actor placed on host B\n{}\n{}",
+            da.logs(),
+            db_.logs()
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+
+    // ---- created through A (not the owner): fires on B only, on time -------
+    let t0 = (Utc::now() + TimeDelta::milliseconds(1500)).trunc_subsecs(0);
+    let r = post(
+        &url(&da, &actor, "reminders", "moving"),
+        &format!(r#"{{"dueTime":"{}","period":"500ms"}}"#, t0.to_rfc3339()),
+    )
+    .await;
+    assert_eq!(r.status, 204, "{}", r.text());
+    let before = t0 - TimeDelta::seconds(10);
+    assert!(
+        poll(Duration::from_secs(6), || async {
+            ticks_of(&app_b, "remind/moving", &actor, before).len() >= 4
+        })
+        .await,
+        "owner B got {} ticks\n{}\n{}",
+        ticks_of(&app_b, "remind/moving", &actor, before).len(),
+        da.logs(),
+        db_.logs()
+    );
+    assert!(
+        ticks_of(&app_a, "remind/moving", &actor, before).is_empty(),
+        "the non-owner's app got the reminder"
+    );
+    let ticks = ticks_of(&app_b, "remind/moving", &actor, before);
+    for (k, t) in ticks.iter().take(4).enumerate() {
+        let want = t0 + TimeDelta::milliseconds(500 * k as i64);
+        let off = (*t - want).num_milliseconds();
+        assert!(off.abs() <= 100, "tick {k} off by {off} ms");
+    }
+
+    // ---- overwrite: false on an existing reminder: Dapr's 409 ----------------
+    let r = post(
+        &url(&da, &actor, "reminders", "moving"),
+        r#"{"dueTime":"1h","overwrite":false}"#,
+    )
+    .await;
+    assert_eq!(
+        (r.status, r.error_code().as_str()),
+        (409, "ERR_ACTOR_REMINDER_ALREADY_EXISTS")
+    );
+    assert_eq!(r.json()["message"], "actor reminder already exists: moving");
+    let got = http("GET", &url(&db_, &actor, "reminders", "moving"), "").await;
+    assert_eq!(
+        got.json()["period"],
+        "500ms",
+        "the refused write changed nothing"
+    );
+
+    // ---- deleted through A: the owner stops firing it ------------------------
+    let r = post(
+        &url(&da, &actor, "reminders", "doomed"),
+        r#"{"dueTime":"0s","period":"200ms"}"#,
+    )
+    .await;
+    assert_eq!(r.status, 204);
+    assert!(
+        poll(Duration::from_secs(3), || async {
+            app_b.count("remind/doomed") >= 2
+        })
+        .await
+    );
+    assert_eq!(
+        http("DELETE", &url(&da, &actor, "reminders", "doomed"), "")
+            .await
+            .status,
+        204
+    );
+    tokio::time::sleep(Duration::from_millis(400)).await;
+    let n = app_b.count("remind/doomed");
+    tokio::time::sleep(Duration::from_millis(600)).await;
+    assert_eq!(
+        app_b.count("remind/doomed"),
+        n,
+        "deleted via A, still fires on B"
+    );
+    assert_eq!(app_a.count("remind/doomed"), 0);
+
+    // ---- the owner dies: the survivor fires it ---------------------------------
+    let mut child = db_.child.take().unwrap();
+    child.kill().unwrap();
+    child.wait().unwrap();
+    let killed = Utc::now();
+    assert!(
+        poll(Duration::from_secs(20), || async {
+            ticks_of(&app_a, "remind/moving", &actor, killed).len() >= 3
+        })
+        .await,
+        "survivor A never fired the reminder\n{}",
+        da.logs()
+    );
+    let moved_after = ticks_of(&app_a, "remind/moving", &actor, killed)[0] - killed;
+    println!(
+        "owner SIGKILL: reminder fired on the survivor after {} ms",
+        moved_after.num_milliseconds()
+    );
+    let mut on_a = ticks_of(&app_a, "remind/moving", &actor, killed);
+    assert_no_duplicates(&mut on_a, "after the owner died");
+
+    // ---- a host joins: still one fire per tick, on whichever host owns it ----
+    let (app_c, port_c) = start_app().await;
+    let dc = start_daprd(&res, port_c, placement.port).await;
+    let apps_ac = [&app_a, &app_c];
+    assert!(
+        poll(Duration::from_secs(40), || async {
+            let mut seen = [false; 2];
+            for i in 0..20 {
+                if let Some(h) = served_by(&dc, apps_ac, &format!("probe{i}")).await {
+                    seen[h] = true;
+                }
+            }
+            seen == [true, true]
+        })
+        .await,
+        "the new host never got actors\n{}",
+        dc.logs()
+    );
+    // Let both tables settle, then watch three seconds.
+    tokio::time::sleep(Duration::from_millis(1000)).await;
+    let from = Utc::now();
+    tokio::time::sleep(Duration::from_millis(3000)).await;
+    let mut all: Vec<_> = ticks_of(&app_a, "remind/moving", &actor, from);
+    all.extend(ticks_of(&app_c, "remind/moving", &actor, from));
+    assert!(
+        (5..=7).contains(&all.len()),
+        "{} ticks in 3 s at 500 ms after the join",
+        all.len()
+    );
+    assert_no_duplicates(&mut all, "after the join");
+    assert_eq!(
+        http("DELETE", &url(&dc, &actor, "reminders", "moving"), "")
+            .await
+            .status,
+        204
+    );
+}

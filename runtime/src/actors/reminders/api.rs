@@ -59,6 +59,12 @@ pub fn map_error(op: Op, e: ReminderError) -> MappedError {
             Code::PermissionDenied,
             e.to_string(),
         ),
+        E::AlreadyExists(ref name) => MappedError::new(
+            "ERR_ACTOR_REMINDER_ALREADY_EXISTS",
+            StatusCode::CONFLICT,
+            Code::AlreadyExists,
+            format!("actor reminder already exists: {name}"),
+        ),
         E::InvalidName(_) => MappedError::new(
             "ERR_BAD_REQUEST",
             StatusCode::BAD_REQUEST,
@@ -133,6 +139,8 @@ struct HttpBody {
     callback: Option<String>,
     #[serde(default)]
     data: Option<Box<serde_json::value::RawValue>>,
+    #[serde(default)]
+    overwrite: Option<bool>,
 }
 
 /// Decodes the HTTP registration body (Dapr: a JSON object; anything else is
@@ -153,6 +161,7 @@ pub fn decode_http_body(
         period: b.period.unwrap_or_default(),
         ttl: b.ttl.unwrap_or_default(),
         callback: b.callback.unwrap_or_default(),
+        overwrite: b.overwrite,
     })
 }
 
@@ -271,6 +280,9 @@ pub async fn register_reminder(
         period: req.period,
         ttl: req.ttl,
         callback: String::new(),
+        // Dapr's `failure_policy` (field 9) belongs to its Scheduler-backed
+        // reminders; here a failed tick is logged and the schedule goes on.
+        overwrite: req.overwrite,
     })
     .await
     .map_err(|e| map_error(Op::CreateReminder, e).into())
@@ -300,6 +312,7 @@ pub async fn register_timer(
         period: req.period,
         ttl: req.ttl,
         callback: req.callback,
+        overwrite: None,
     })
     .map_err(|e| map_error(Op::CreateTimer, e).into())
 }
@@ -423,6 +436,19 @@ mod tests {
         );
         let m = map_error(Op::CreateTimer, ReminderError::NotActivated("T||a".into()));
         assert_eq!(m.code, "ERR_ACTOR_TIMER_CREATE");
+        let m = map_error(
+            Op::CreateReminder,
+            ReminderError::AlreadyExists("r1".into()),
+        );
+        assert_eq!(
+            (m.code, m.http, m.grpc, m.message.as_str()),
+            (
+                "ERR_ACTOR_REMINDER_ALREADY_EXISTS",
+                StatusCode::CONFLICT,
+                Code::AlreadyExists,
+                "actor reminder already exists: r1"
+            )
+        );
         let m = map_error(Op::GetReminder, ReminderError::NotHosted);
         assert_eq!(
             (m.code, m.http),

@@ -122,6 +122,9 @@ pub enum ReminderError {
     Invalid(#[from] InvalidSchedule),
     #[error("name contains forbidden character: {0:?}")]
     InvalidName(String),
+    /// `overwrite: false` and the reminder exists (Dapr: 409 / AlreadyExists).
+    #[error("actor reminder already exists: {0}")]
+    AlreadyExists(String),
     #[error("can't create timer for actor {0}: actor not activated")]
     NotActivated(String),
     #[error(transparent)]
@@ -145,6 +148,9 @@ pub struct Options {
     pub track_flush_interval: Duration,
     /// How long a fire waits when placement is not ready.
     pub not_ready_retry: Duration,
+    /// How often the store is checked for reminders another host created,
+    /// replaced or deleted (one small read per hosted type).
+    pub watch_interval: Duration,
 }
 
 impl Default for Options {
@@ -153,6 +159,7 @@ impl Default for Options {
             max_in_flight: 4096,
             track_flush_interval: Duration::from_millis(100),
             not_ready_retry: Duration::from_millis(250),
+            watch_interval: Duration::from_millis(100),
         }
     }
 }
@@ -216,6 +223,7 @@ impl Reminders {
         }
         tokio::spawn(self.clone().run_scheduler());
         tokio::spawn(self.clone().run_track_writer());
+        tokio::spawn(self.clone().run_watcher());
         let rx = self
             .evaluate_rx
             .lock()
@@ -276,20 +284,25 @@ impl Reminders {
             return Err(ReminderError::NotHosted);
         }
         let store = self.store(host.as_ref())?;
+        let overwrite = req.overwrite.unwrap_or(true);
         let r = req.build(Kind::Reminder, Utc::now())?;
         let lock = self.type_lock(&r.actor_type);
         let _g = lock.lock().await;
         let outcome = store
-            .upsert(&r, host.reminder_partitions(&r.actor_type))
+            .upsert_with(&r, host.reminder_partitions(&r.actor_type), overwrite)
             .await?;
         let id = (Kind::Reminder, r.key());
-        if outcome == Upsert::Unchanged && self.lock_queue().contains(&id) {
-            return Ok(());
+        match outcome {
+            Upsert::Exists => return Err(ReminderError::AlreadyExists(r.name)),
+            Upsert::Unchanged if self.lock_queue().contains(&id) => return Ok(()),
+            _ => {}
         }
         match host.owner(&r.actor_type, &r.actor_id) {
+            // Not ready: scheduled here; a fire re-checks the owner first.
             Owner::Local | Owner::NotReady => self.schedule(Kind::Reminder, r),
             Owner::Remote => {
-                // The owner picks it up from the store at its next evaluation.
+                // The owner's store watcher picks it up (within
+                // `watch_interval`); firing it here too would duplicate it.
                 self.lock_queue().remove(&id);
             }
         }
@@ -441,18 +454,28 @@ impl Reminders {
         let host = self.host()?;
         let store = self.store(host.as_ref())?;
         for actor_type in host.hosted_types() {
-            let lock = self.type_lock(&actor_type);
+            if let Err(e) = self.evaluate_type(host.as_ref(), &store, &actor_type).await {
+                tracing::warn!(actor_type, "loading reminders: {e}");
+            }
+        }
+        Ok(())
+    }
+
+    /// [`Reminders::evaluate`] for one type: starts stored reminders owned
+    /// here that are not scheduled (or were replaced in the store), stops
+    /// those owned elsewhere or no longer stored.
+    async fn evaluate_type(
+        &self,
+        host: &dyn ReminderHost,
+        store: &ReminderStore,
+        actor_type: &str,
+    ) -> Result<(), StoreError> {
+        {
+            let lock = self.type_lock(actor_type);
             let _g = lock.lock().await;
-            let all = match store
-                .load_all(&actor_type, host.reminder_partitions(&actor_type))
-                .await
-            {
-                Ok(all) => all,
-                Err(e) => {
-                    tracing::warn!(actor_type, "loading reminders: {e}");
-                    continue;
-                }
-            };
+            let all = store
+                .load_all(actor_type, host.reminder_partitions(actor_type))
+                .await?;
             let mut keep = HashSet::with_capacity(all.len());
             let mut start = Vec::new();
             let mut stop = Vec::new();
@@ -462,7 +485,8 @@ impl Reminders {
                     let key = r.key();
                     match host.owner(&r.actor_type, &r.actor_id) {
                         Owner::Local => {
-                            if !q.contains(&(Kind::Reminder, key.clone())) {
+                            let id = (Kind::Reminder, key.clone());
+                            if q.origin(&id) != Some(r.registered_time) {
                                 start.push(r);
                             }
                             keep.insert(key);
@@ -473,7 +497,7 @@ impl Reminders {
                         Owner::Remote => stop.push(key),
                     }
                 }
-                for key in q.reminder_keys_of_type(&actor_type) {
+                for key in q.reminder_keys_of_type(actor_type) {
                     if !keep.contains(&key) {
                         stop.push(key);
                     }
@@ -489,10 +513,14 @@ impl Reminders {
             let tracks = store.tracks(&keys).await;
             let mut started = 0usize;
             for (mut r, track) in start.into_iter().zip(tracks) {
+                let origin = r.registered_time;
                 if let Some(t) = track {
                     r.apply_track(&t);
                 }
-                self.schedule(Kind::Reminder, r);
+                let (_, earliest) = self.lock_queue().upsert_from(Kind::Reminder, r, origin);
+                if earliest {
+                    self.wake.notify_one();
+                }
                 started += 1;
             }
             tracing::debug!(
@@ -503,6 +531,41 @@ impl Reminders {
             );
         }
         Ok(())
+    }
+
+    /// Re-evaluates a type whenever its stored metadata changes: every list
+    /// write rewrites the metadata (new etag), so a reminder created,
+    /// replaced or deleted through another sidecar reaches its owner here.
+    async fn run_watcher(self: Arc<Self>) {
+        let mut seen: HashMap<String, Option<String>> = HashMap::new();
+        loop {
+            tokio::select! {
+                _ = self.shutdown.cancelled() => return,
+                _ = tokio::time::sleep(self.opts.watch_interval) => {}
+            }
+            let Ok(host) = self.host() else { continue };
+            let Ok(store) = self.store(host.as_ref()) else {
+                continue;
+            };
+            for actor_type in host.hosted_types() {
+                let etag = match store.metadata(&actor_type).await {
+                    Ok((_, etag)) => etag,
+                    Err(e) => {
+                        tracing::debug!(actor_type, "watching reminders: {e}");
+                        continue;
+                    }
+                };
+                if seen.get(&actor_type) == Some(&etag) {
+                    continue;
+                }
+                match self.evaluate_type(host.as_ref(), &store, &actor_type).await {
+                    Ok(()) => {
+                        seen.insert(actor_type, etag);
+                    }
+                    Err(e) => tracing::warn!(actor_type, "loading reminders: {e}"),
+                }
+            }
+        }
     }
 
     // ---- firing --------------------------------------------------------------
@@ -644,8 +707,8 @@ impl Reminders {
     /// A reminder or timer ran out (repetitions, ttl) or was cancelled:
     /// unschedule it, and delete a reminder from the store.
     async fn finish(&self, fire: &Fire) {
-        self.drop_entry(&fire.id, fire.generation);
         if fire.id.0 != Kind::Reminder {
+            self.drop_entry(&fire.id, fire.generation);
             return;
         }
         self.pending_tracks
@@ -653,10 +716,29 @@ impl Reminders {
             .unwrap_or_else(|e| e.into_inner())
             .remove(&fire.id.1);
         let r = &fire.reminder;
-        if let Err(e) = self
-            .delete_reminder(&r.actor_type, &r.actor_id, &r.name)
-            .await
-        {
+        let removed = async {
+            let host = self.host()?;
+            let store = self.store(host.as_ref())?;
+            // Under the type lock, so an evaluation cannot see it still
+            // stored but unscheduled and start it again.
+            let lock = self.type_lock(&r.actor_type);
+            let _g = lock.lock().await;
+            let mine = self.lock_queue().remove_if(&fire.id, fire.generation);
+            if !mine && self.lock_queue().contains(&fire.id) {
+                // Replaced while this tick ran: the new one stays.
+                return Ok(());
+            }
+            store
+                .remove(
+                    &r.actor_type,
+                    &r.actor_id,
+                    &r.name,
+                    host.reminder_partitions(&r.actor_type),
+                )
+                .await?;
+            Ok::<(), ReminderError>(())
+        };
+        if let Err(e) = removed.await {
             tracing::warn!(key = fire.id.1, "deleting finished reminder: {e}");
         }
     }

@@ -62,6 +62,9 @@ pub struct CreateRequest {
     pub period: String,
     pub ttl: String,
     pub callback: String,
+    /// Reminders: `overwrite` as Dapr takes it (unset = true); `false`
+    /// refuses to replace an existing reminder of the same name.
+    pub overwrite: Option<bool>,
 }
 
 /// A schedule the user gave that cannot be used, worded as Dapr words it.

@@ -19,6 +19,9 @@ pub type EntryId = (Kind, String);
 
 struct Entry {
     generation: u64,
+    /// The stored definition's first tick: a reminder replaced in the store
+    /// (by any host) has a different one.
+    origin: DateTime<Utc>,
     /// `None` while a delivery holds it.
     reminder: Option<Reminder>,
     due: Option<(Instant, u64)>,
@@ -57,6 +60,18 @@ impl Queue {
     /// Inserts or replaces; returns the new generation and whether it is now
     /// the earliest entry (the task must wake).
     pub fn upsert(&mut self, kind: Kind, reminder: Reminder) -> (u64, bool) {
+        let origin = reminder.registered_time;
+        self.upsert_from(kind, reminder, origin)
+    }
+
+    /// As [`Queue::upsert`] for a stored reminder resumed from its track:
+    /// `origin` is the stored first tick.
+    pub fn upsert_from(
+        &mut self,
+        kind: Kind,
+        reminder: Reminder,
+        origin: DateTime<Utc>,
+    ) -> (u64, bool) {
         let id = (kind, reminder.key());
         self.remove(&id);
         if kind == Kind::Timer {
@@ -73,6 +88,7 @@ impl Queue {
             id,
             Entry {
                 generation,
+                origin,
                 reminder: Some(reminder),
                 due: Some(due),
             },
@@ -82,6 +98,11 @@ impl Queue {
 
     pub fn contains(&self, id: &EntryId) -> bool {
         self.entries.contains_key(id)
+    }
+
+    /// The stored first tick of a scheduled entry.
+    pub fn origin(&self, id: &EntryId) -> Option<DateTime<Utc>> {
+        self.entries.get(id).map(|e| e.origin)
     }
 
     /// Removes an entry (queued or in flight); true when it existed.

@@ -298,6 +298,8 @@ pub fn decode_track(raw: &[u8]) -> Option<Track> {
 pub enum Upsert {
     Stored,
     Unchanged,
+    /// `overwrite: false` and a reminder of that name exists.
+    Exists,
 }
 
 /// The reminders of every actor type, in one actor state store.
@@ -555,6 +557,18 @@ impl ReminderStore {
     /// Stores `r` (replacing a same-named one). Unchanged when an identical
     /// reminder is already stored (Dapr's `RequiresUpdating`).
     pub async fn upsert(&self, r: &Reminder, wanted_partitions: u32) -> Result<Upsert, StoreError> {
+        self.upsert_with(r, wanted_partitions, true).await
+    }
+
+    /// As [`ReminderStore::upsert`]; with `overwrite` false an existing
+    /// reminder of the same name is left alone and reported as
+    /// [`Upsert::Exists`].
+    pub async fn upsert_with(
+        &self,
+        r: &Reminder,
+        wanted_partitions: u32,
+        overwrite: bool,
+    ) -> Result<Upsert, StoreError> {
         let outcome = self
             .modify(
                 &r.actor_type,
@@ -566,6 +580,7 @@ impl ReminderStore {
                         .iter()
                         .position(|x| x.actor_id == r.actor_id && x.name == r.name);
                     match pos {
+                        Some(_) if !overwrite => (false, Upsert::Exists),
                         Some(i) if !list[i].requires_update(r) => (false, Upsert::Unchanged),
                         Some(i) => {
                             list[i] = r.clone();
