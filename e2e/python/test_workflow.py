@@ -247,6 +247,51 @@ def test_purge(client):
     assert client.get_workflow_state(iid) is None
 
 
+def test_rerun_from_an_activity_with_a_new_input(client):
+    import grpc
+    from dapr.ext.workflow import WorkflowHistoryEventType
+
+    src = client.schedule_new_workflow(chain, input=2, instance_id=f"rerun-src-{RUN}")
+    assert completed(client, src).serialized_output == "10"
+    history = client.get_workflow_history(src)
+    squares = [
+        e
+        for e in history
+        if e.event_type == WorkflowHistoryEventType.TASK_SCHEDULED and e.name == "square"
+    ]
+    assert len(squares) == 1 and squares[0].is_rerunnable
+    # Rerun from `square` fed 4 instead of 3: 4 * 4 + 1; the first add_one's
+    # result is kept from the source history.
+    new = client.rerun_workflow_from_event(
+        src, squares[0].event_id, new_instance_id=f"rerun-dst-{RUN}", input=4
+    )
+    assert new == f"rerun-dst-{RUN}"
+    state = completed(client, new)
+    assert state.runtime_status == WorkflowStatus.COMPLETED
+    assert state.serialized_output == "17"
+    # The source is left as it was.
+    assert client.get_workflow_state(src).serialized_output == "10"
+
+    def code_of(**kwargs):
+        with pytest.raises(grpc.RpcError) as e:
+            client.rerun_workflow_from_event(**kwargs)
+        return e.value.code()
+
+    event = squares[0].event_id
+    assert code_of(instance_id=src, event_id=event, new_instance_id=new) == (
+        grpc.StatusCode.ALREADY_EXISTS
+    )
+    assert code_of(instance_id=src, event_id=9999) == grpc.StatusCode.NOT_FOUND
+    assert code_of(instance_id=f"missing-{RUN}", event_id=event) == grpc.StatusCode.NOT_FOUND
+    assert code_of(instance_id=src, event_id=event, new_instance_id=src) == (
+        grpc.StatusCode.INVALID_ARGUMENT
+    )
+    waiting = client.schedule_new_workflow(approval, input=None)
+    client.wait_for_workflow_start(waiting, timeout_in_seconds=30)
+    assert code_of(instance_id=waiting, event_id=0) == grpc.StatusCode.INVALID_ARGUMENT
+    client.terminate_workflow(waiting)
+
+
 def test_http_management_api(client):
     iid = f"http-{RUN}"
     r = requests.post(f"{HTTP}/v1.0/workflows/dapr/approval/start?instanceID={iid}", data="{}")

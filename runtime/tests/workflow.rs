@@ -226,3 +226,168 @@ async fn a_workflow_survives_a_daprd_sigkill_mid_run() {
 async fn http_call(method: &str, port: u16, path: &str, body: &str) -> Reply {
     common::http(method, &format!("http://127.0.0.1:{port}{path}"), body).await
 }
+
+/// A Durable Task worker for the purge test: every workflow completes on
+/// its first turn, failed when its input is `"fail"`, and a workflow named
+/// `forever` never finishes.
+async fn finishing_worker(
+    mut client: dapr_workflow::proto::task_hub_sidecar_service_client::TaskHubSidecarServiceClient<
+        tonic::transport::Channel,
+    >,
+) {
+    use dapr_workflow::proto::{
+        CompleteWorkflowAction, GetWorkItemsRequest, OrchestrationStatus, WorkflowAction,
+        WorkflowResponse, history_event::EventType, work_item, workflow_action,
+    };
+    let Ok(stream) = client.get_work_items(GetWorkItemsRequest::default()).await else {
+        return;
+    };
+    let mut stream = stream.into_inner();
+    while let Ok(Some(item)) = stream.message().await {
+        let Some(work_item::Request::WorkflowRequest(req)) = item.request else {
+            continue;
+        };
+        let started =
+            req.past_events
+                .iter()
+                .chain(&req.new_events)
+                .find_map(|e| match &e.event_type {
+                    Some(EventType::ExecutionStarted(s)) => Some(s.clone()),
+                    _ => None,
+                });
+        let Some(started) = started else { continue };
+        let actions = if started.name == "forever" {
+            Vec::new()
+        } else {
+            let failed = started.input.as_deref() == Some("\"fail\"");
+            vec![WorkflowAction {
+                id: 0,
+                workflow_action_type: Some(workflow_action::WorkflowActionType::CompleteWorkflow(
+                    CompleteWorkflowAction {
+                        workflow_status: if failed {
+                            OrchestrationStatus::Failed as i32
+                        } else {
+                            OrchestrationStatus::Completed as i32
+                        },
+                        result: Some("\"done\"".into()),
+                        ..Default::default()
+                    },
+                )),
+                router: None,
+            }]
+        };
+        let _ = client
+            .complete_workflow_task(WorkflowResponse {
+                instance_id: req.instance_id,
+                actions,
+                completion_token: item.completion_token,
+                ..Default::default()
+            })
+            .await;
+    }
+}
+
+#[tokio::test]
+async fn purge_instances_by_filter_over_the_task_hub_api() {
+    use dapr_workflow::proto::{
+        CreateInstanceRequest, GetInstanceRequest, OrchestrationStatus, PurgeInstanceFilter,
+        PurgeInstancesRequest, purge_instances_request,
+        task_hub_sidecar_service_client::TaskHubSidecarServiceClient,
+    };
+    let d = DaprdBuilder::new("wf-purge").start().await;
+    let mut client = TaskHubSidecarServiceClient::connect(d.grpc_endpoint())
+        .await
+        .unwrap();
+    tokio::spawn(finishing_worker(client.clone()));
+    let run = |id: &'static str, name: &'static str, input: &'static str| {
+        let mut client = client.clone();
+        async move {
+            client
+                .start_instance(CreateInstanceRequest {
+                    instance_id: id.into(),
+                    name: name.into(),
+                    input: Some(input.into()),
+                    ..Default::default()
+                })
+                .await
+                .unwrap();
+            if name != "forever" {
+                let done = client
+                    .wait_for_instance_completion(GetInstanceRequest {
+                        instance_id: id.into(),
+                        ..Default::default()
+                    })
+                    .await
+                    .unwrap()
+                    .into_inner();
+                assert!(done.exists, "{id}");
+            }
+        }
+    };
+    run("old-ok", "wf", "1").await;
+    run("old-failed", "wf", "\"fail\"").await;
+    run("running", "forever", "1").await;
+    let cut = prost_types::Timestamp::from(std::time::SystemTime::now());
+    run("new-ok", "wf", "1").await;
+    run("new-failed", "wf", "\"fail\"").await;
+
+    let purge = |filter: PurgeInstanceFilter| {
+        let mut client = client.clone();
+        async move {
+            client
+                .purge_instances(PurgeInstancesRequest {
+                    request: Some(purge_instances_request::Request::PurgeInstanceFilter(
+                        filter,
+                    )),
+                    recursive: true,
+                    ..Default::default()
+                })
+                .await
+                .unwrap()
+                .into_inner()
+                .deleted_instance_count
+        }
+    };
+    let exists = |id: &'static str| {
+        let mut client = client.clone();
+        async move {
+            client
+                .get_instance(GetInstanceRequest {
+                    instance_id: id.into(),
+                    ..Default::default()
+                })
+                .await
+                .unwrap()
+                .into_inner()
+                .exists
+        }
+    };
+    // Failed ones created before the cut: only old-failed.
+    let n = purge(PurgeInstanceFilter {
+        created_time_to: Some(cut),
+        runtime_status: vec![OrchestrationStatus::Failed as i32],
+        ..Default::default()
+    })
+    .await;
+    assert_eq!(n, 1);
+    assert!(!exists("old-failed").await);
+    assert!(exists("old-ok").await && exists("new-failed").await);
+    // Anything finished from the cut on.
+    let n = purge(PurgeInstanceFilter {
+        created_time_from: Some(cut),
+        ..Default::default()
+    })
+    .await;
+    assert_eq!(n, 2);
+    assert!(!exists("new-ok").await && !exists("new-failed").await);
+    // No bounds: what is left that finished; the running one stays.
+    assert_eq!(purge(PurgeInstanceFilter::default()).await, 1);
+    assert!(!exists("old-ok").await);
+    assert!(exists("running").await);
+    let page = client
+        .list_instance_i_ds(dapr_workflow::proto::ListInstanceIDsRequest::default())
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(page.instance_ids, vec!["running".to_owned()]);
+}

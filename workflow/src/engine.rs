@@ -28,6 +28,12 @@ use std::{
 };
 
 use tokio::sync::{Mutex, Notify, mpsc, watch};
+
+mod purge;
+mod rerun;
+
+pub use purge::PurgeFilter;
+pub use rerun::RerunRequest;
 use tonic::Status;
 use tracing::{debug, warn};
 
@@ -44,8 +50,8 @@ use crate::{
         history_event::EventType, timer_created_event, work_item, workflow_action,
     },
     store::{
-        Batch, ChildStart, InboxEntry, IndexEntry, IndexShard, InstanceRecord, OutgoingMessage,
-        SHARDS, StoreError, WorkflowStore,
+        Batch, ChildStart, InboxEntry, IndexChange, InstanceRecord, OutgoingMessage, StoreError,
+        WorkflowStore, listed_ids,
     },
 };
 
@@ -53,6 +59,11 @@ use crate::{
 const RECEIVED_MEMORY: usize = 512;
 /// Work items buffered per connected worker before the engine waits.
 const WORKER_BUFFER: usize = 64;
+/// Unfinished instances kept in memory while idle; past this an idle one is
+/// dropped from the cache as soon as nobody uses it (finished instances
+/// always are). Everything cached is also committed, so a dropped instance
+/// is simply loaded again when next needed.
+const CACHED_INSTANCES: usize = 4096;
 
 /// What a new instance starts with.
 #[derive(Debug, Clone, Default)]
@@ -210,7 +221,6 @@ struct Inner {
     store: WorkflowStore,
     app_id: String,
     slots: StdMutex<HashMap<String, Arc<Slot>>>,
-    shards: Vec<Mutex<Option<IndexShard>>>,
     dispatch: StdMutex<Dispatch>,
     dispatch_notify: Notify,
     timers: StdMutex<BTreeMap<(SystemTime, u64), TimerKind>>,
@@ -233,7 +243,6 @@ impl Engine {
             store,
             app_id: app_id.to_owned(),
             slots: StdMutex::new(HashMap::new()),
-            shards: (0..SHARDS).map(|_| Mutex::new(None)).collect(),
             dispatch: StdMutex::new(Dispatch::default()),
             dispatch_notify: Notify::new(),
             timers: StdMutex::new(BTreeMap::new()),
@@ -250,9 +259,11 @@ impl Engine {
         self.inner.seq.fetch_add(1, Ordering::Relaxed)
     }
 
-    fn slot(&self, id: &str) -> Arc<Slot> {
+    /// The instance's cache entry; it stays cached at least as long as the
+    /// returned handle lives.
+    fn slot(&self, id: &str) -> SlotRef<'_> {
         let mut slots = lock(&self.inner.slots);
-        slots
+        let slot = slots
             .entry(id.to_owned())
             .or_insert_with(|| {
                 Arc::new(Slot {
@@ -260,7 +271,12 @@ impl Engine {
                     status: watch::channel(None).0,
                 })
             })
-            .clone()
+            .clone();
+        SlotRef {
+            inner: &self.inner,
+            id: id.to_owned(),
+            slot: Some(slot),
+        }
     }
 
     async fn ensure_loaded(&self, st: &mut SlotState, id: &str) -> Result<(), StoreError> {
@@ -275,40 +291,6 @@ impl Engine {
         st.record = record;
         st.loaded = true;
         Ok(())
-    }
-
-    // ------------------------------------------------------------ index --
-
-    /// Applies `change` to the instance's index shard inside `batch`; the
-    /// returned guard must be held until the batch is committed, then
-    /// `finish` stores the new shard in the cache.
-    async fn index_change(
-        &self,
-        batch: &mut Batch,
-        id: &str,
-        change: IndexChange,
-    ) -> Result<ShardUpdate<'_>, StoreError> {
-        let shard = WorkflowStore::shard_of(id);
-        let guard = self.inner.shards[shard as usize].lock().await;
-        let mut guard = guard;
-        if guard.is_none() {
-            *guard = Some(self.inner.store.load_shard(shard).await?);
-        }
-        let mut index = guard.clone().unwrap_or_default();
-        index.entries.retain(|e| e.instance_id != id);
-        match change {
-            IndexChange::Active => index.entries.push(IndexEntry {
-                instance_id: id.to_owned(),
-                terminal: false,
-            }),
-            IndexChange::Terminal => index.entries.push(IndexEntry {
-                instance_id: id.to_owned(),
-                terminal: true,
-            }),
-            IndexChange::Remove => {}
-        }
-        self.inner.store.put_shard(batch, shard, &index);
-        Ok(ShardUpdate { guard, index })
     }
 
     // ------------------------------------------------------- client API --
@@ -366,11 +348,8 @@ impl Engine {
             ..Default::default()
         };
         self.inner.store.put_record(&mut batch, &id, &record);
-        let update = self
-            .index_change(&mut batch, &id, IndexChange::Active)
-            .await?;
+        batch.index(&id, IndexChange::Active);
         self.inner.store.commit(batch).await?;
-        update.finish();
         let scheduled = record.scheduled_start;
         st.record = Some(record);
         st.history.clear();
@@ -548,17 +527,13 @@ impl Engine {
             for c in 1..=record.history_chunks {
                 batch.delete(self.inner.store.chunk_key(&target, c));
             }
-            let update = self
-                .index_change(&mut batch, &target, IndexChange::Remove)
-                .await?;
+            batch.index(&target, IndexChange::Remove);
             self.inner.store.commit(batch).await?;
-            update.finish();
             st.record = None;
             st.history.clear();
             st.turn = None;
             drop(st);
             slot.status.send_replace(None);
-            lock(&self.inner.slots).remove(&target);
             deleted += 1;
             if recursive {
                 pending.extend(record.children);
@@ -576,16 +551,7 @@ impl Engine {
     ) -> Result<(Vec<String>, Option<String>), WorkflowError> {
         let start: usize = continuation.and_then(|c| c.parse().ok()).unwrap_or(0);
         let page_size = if page_size == 0 { 100 } else { page_size };
-        let mut all = Vec::new();
-        for shard in 0..SHARDS {
-            let mut guard = self.inner.shards[shard as usize].lock().await;
-            if guard.is_none() {
-                *guard = Some(self.inner.store.load_shard(shard).await?);
-            }
-            if let Some(index) = guard.as_ref() {
-                all.extend(index.entries.iter().map(|e| e.instance_id.clone()));
-            }
-        }
+        let all = listed_ids(&self.inner.store.index().await?);
         let page: Vec<String> = all.iter().skip(start).take(page_size).cloned().collect();
         let next = (start + page.len() < all.len()).then(|| (start + page.len()).to_string());
         Ok((page, next))
@@ -857,23 +823,14 @@ impl Engine {
         self.inner.store.put_record(&mut batch, &id, &record);
         let terminal_now = is_terminal(record.status)
             && !st.record.as_ref().is_some_and(|r| is_terminal(r.status));
-        let update = if terminal_now && record.outbox.is_empty() {
-            Some(
-                self.index_change(&mut batch, &id, IndexChange::Terminal)
-                    .await
-                    .map_err(internal)?,
-            )
-        } else {
-            None
-        };
+        if terminal_now && record.outbox.is_empty() {
+            batch.index(&id, IndexChange::Terminal);
+        }
         if let Err(e) = self.inner.store.commit(batch).await {
             warn!(instance = %id, error = %e, "persisting a workflow turn failed; it will run again");
             drop(st);
             self.queue_turn(&id);
             return Err(internal(e));
-        }
-        if let Some(u) = update {
-            u.finish();
         }
         if reset_history {
             st.history.clear();
@@ -1318,6 +1275,11 @@ impl Engine {
         // more, mark it terminal in the index so restarts skip it.
         let slot = self.slot(sender);
         let mut st = slot.state.lock().await;
+        // The sender may have been evicted from the cache meanwhile.
+        if let Err(e) = self.ensure_loaded(&mut st, sender).await {
+            warn!(instance = sender, error = %e, "workflow outbox cleanup failed");
+            return;
+        }
         let Some(record) = st.record.as_ref() else {
             return;
         };
@@ -1325,26 +1287,12 @@ impl Engine {
         record.outbox.retain(|m| !delivered.contains(&m.dedup));
         let mut batch = Batch::default();
         self.inner.store.put_record(&mut batch, sender, &record);
-        let update = if is_terminal(record.status) && record.outbox.is_empty() {
-            match self
-                .index_change(&mut batch, sender, IndexChange::Terminal)
-                .await
-            {
-                Ok(u) => Some(u),
-                Err(e) => {
-                    warn!(instance = sender, error = %e, "workflow index update failed");
-                    return;
-                }
-            }
-        } else {
-            None
-        };
+        if is_terminal(record.status) && record.outbox.is_empty() {
+            batch.index(sender, IndexChange::Terminal);
+        }
         if let Err(e) = self.inner.store.commit(batch).await {
             warn!(instance = sender, error = %e, "workflow outbox cleanup failed");
             return;
-        }
-        if let Some(u) = update {
-            u.finish();
         }
         let has_inbox = !record.inbox.is_empty() && !is_terminal(record.status);
         st.record = Some(record);
@@ -1362,7 +1310,6 @@ impl Engine {
         let mut st = slot.state.lock().await;
         self.ensure_loaded(&mut st, &msg.target).await?;
         let mut batch = Batch::default();
-        let mut update = None;
         let record = match (&st.record, &msg.create) {
             (Some(r), _) if r.received.contains(&msg.dedup) => return Ok(()),
             (Some(r), None) if !is_terminal(r.status) => {
@@ -1402,10 +1349,7 @@ impl Engine {
                     ..Default::default()
                 };
                 remember(&mut r.received, &msg.dedup);
-                update = Some(
-                    self.index_change(&mut batch, &msg.target, IndexChange::Active)
-                        .await?,
-                );
+                batch.index(&msg.target, IndexChange::Active);
                 r
             }
             // Finished or missing receivers drop the message.
@@ -1415,9 +1359,6 @@ impl Engine {
             .store
             .put_record(&mut batch, &msg.target, &record);
         self.inner.store.commit(batch).await?;
-        if let Some(u) = update {
-            u.finish();
-        }
         let status = record.status;
         st.record = Some(record);
         drop(st);
@@ -1546,14 +1487,9 @@ impl Engine {
     /// many instances were resumed.
     pub async fn recover(&self) -> Result<usize, WorkflowError> {
         let mut resumed = 0;
-        for shard in 0..SHARDS {
-            let index = {
-                let mut guard = self.inner.shards[shard as usize].lock().await;
-                let index = self.inner.store.load_shard(shard).await?;
-                *guard = Some(index.clone());
-                index
-            };
-            for entry in index.entries.iter().filter(|e| !e.terminal) {
+        let shards = self.inner.store.index().await?;
+        for entry in shards.iter().flat_map(|s| s.entries.iter()) {
+            if !entry.terminal {
                 self.resume_instance(&entry.instance_id).await?;
                 resumed += 1;
             }
@@ -1643,30 +1579,64 @@ impl Engine {
     }
 }
 
+/// A handle on a cached instance. Dropping the last handle of a finished
+/// (or, over the cache's capacity, idle) instance evicts it.
+struct SlotRef<'a> {
+    inner: &'a Inner,
+    id: String,
+    slot: Option<Arc<Slot>>,
+}
+
+impl std::ops::Deref for SlotRef<'_> {
+    type Target = Slot;
+
+    fn deref(&self) -> &Slot {
+        // Only `drop` takes the slot out.
+        self.slot.as_deref().unwrap_or_else(|| unreachable!())
+    }
+}
+
+impl Drop for SlotRef<'_> {
+    fn drop(&mut self) {
+        drop(self.slot.take());
+        self.inner.release(&self.id);
+    }
+}
+
+impl Inner {
+    /// Evicts the instance when nobody holds it and it has nothing in
+    /// flight. Handles are only handed out under the map's lock, so a
+    /// strong count of one there means no one else can be using it.
+    fn release(&self, id: &str) {
+        let mut slots = lock(&self.slots);
+        let over_capacity = slots.len() > CACHED_INSTANCES;
+        let Some(slot) = slots.get(id) else {
+            return;
+        };
+        if Arc::strong_count(slot) != 1 {
+            return;
+        }
+        let Ok(st) = slot.state.try_lock() else {
+            return;
+        };
+        let finished = st
+            .record
+            .as_ref()
+            .is_none_or(|r| is_terminal(r.status) && r.outbox.is_empty());
+        let evict = st.turn.is_none() && (finished || over_capacity);
+        drop(st);
+        if evict {
+            slots.remove(id);
+        }
+    }
+}
+
 struct TurnOutcome {
     record: InstanceRecord,
     new_history: Vec<HistoryEvent>,
     reset_history: bool,
     activities: Vec<ActivityRequest>,
     timers: Vec<(i32, prost_types::Timestamp)>,
-}
-
-enum IndexChange {
-    Active,
-    Terminal,
-    Remove,
-}
-
-/// A locked index shard with its new contents, applied after commit.
-struct ShardUpdate<'a> {
-    guard: tokio::sync::MutexGuard<'a, Option<IndexShard>>,
-    index: IndexShard,
-}
-
-impl ShardUpdate<'_> {
-    fn finish(mut self) {
-        *self.guard = Some(self.index);
-    }
 }
 
 fn remember(received: &mut Vec<String>, dedup: &str) {

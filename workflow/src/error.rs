@@ -30,6 +30,9 @@ pub enum WorkflowError {
     NotTerminal(String),
     #[error("{0}")]
     InvalidRequest(String),
+    /// A history event named by a request is missing or cannot be used.
+    #[error("{0}")]
+    EventNotFound(String),
     #[error(transparent)]
     Store(#[from] StoreError),
 }

@@ -8,7 +8,7 @@ use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request, Response, Status};
 
 use crate::{
-    engine::{Engine, StartRequest, is_terminal},
+    engine::{Engine, PurgeFilter, RerunRequest, StartRequest, is_terminal},
     error::WorkflowError,
     proto::{
         ActivityResponse, CompleteTaskResponse, CreateInstanceRequest, CreateInstanceResponse,
@@ -51,7 +51,9 @@ pub fn status_of(e: WorkflowError) -> Status {
         | WorkflowError::MissingName
         | WorkflowError::MissingEventName
         | WorkflowError::InvalidRequest(_) => Status::invalid_argument(e.to_string()),
-        WorkflowError::NotFound(_) => Status::not_found(e.to_string()),
+        WorkflowError::NotFound(_) | WorkflowError::EventNotFound(_) => {
+            Status::not_found(e.to_string())
+        }
         WorkflowError::AlreadyExists(_) => Status::already_exists(e.to_string()),
         WorkflowError::NotTerminal(_) => Status::failed_precondition(e.to_string()),
         WorkflowError::Store(_) => Status::internal(e.to_string()),
@@ -207,20 +209,33 @@ impl TaskHubSidecarService for TaskHubService {
         req: Request<PurgeInstancesRequest>,
     ) -> Result<Response<PurgeInstancesResponse>, Status> {
         let r = req.into_inner();
-        let id = match r.request {
-            Some(purge_instances_request::Request::InstanceId(id)) => id,
-            Some(purge_instances_request::Request::PurgeInstanceFilter(_)) => {
-                return Err(Status::unimplemented(
-                    "purging by filter is not supported; purge instances by id",
-                ));
+        let deleted = match r.request {
+            Some(purge_instances_request::Request::InstanceId(id)) => self
+                .engine
+                .purge(&id, r.recursive, r.force.unwrap_or(false))
+                .await
+                .map_err(status_of)?,
+            Some(purge_instances_request::Request::PurgeInstanceFilter(f)) => {
+                let time = |t: Option<prost_types::Timestamp>| {
+                    t.map(|t| {
+                        SystemTime::try_from(t).map_err(|e| {
+                            Status::invalid_argument(format!("invalid purge filter time: {e}"))
+                        })
+                    })
+                    .transpose()
+                };
+                let filter = PurgeFilter {
+                    created_from: time(f.created_time_from)?,
+                    created_to: time(f.created_time_to)?,
+                    statuses: f.runtime_status,
+                };
+                self.engine
+                    .purge_matching(&filter, r.recursive)
+                    .await
+                    .map_err(status_of)?
             }
             None => return Err(status_of(WorkflowError::MissingInstanceId)),
         };
-        let deleted = self
-            .engine
-            .purge(&id, r.recursive, r.force.unwrap_or(false))
-            .await
-            .map_err(status_of)?;
         Ok(Response::new(PurgeInstancesResponse {
             deleted_instance_count: i32::try_from(deleted).unwrap_or(i32::MAX),
             is_complete: Some(true),
@@ -261,11 +276,24 @@ impl TaskHubSidecarService for TaskHubService {
 
     async fn rerun_workflow_from_event(
         &self,
-        _req: Request<RerunWorkflowFromEventRequest>,
+        req: Request<RerunWorkflowFromEventRequest>,
     ) -> Result<Response<RerunWorkflowFromEventResponse>, Status> {
-        Err(Status::unimplemented(
-            "RerunWorkflowFromEvent is not supported by dapr-rs yet",
-        ))
+        let r = req.into_inner();
+        let new_instance_id = self
+            .engine
+            .rerun_from_event(RerunRequest {
+                source_instance_id: r.source_instance_id,
+                event_id: r.event_id,
+                new_instance_id: r.new_instance_id,
+                overwrite_input: r.overwrite_input,
+                input: r.input,
+                new_child_instance_id: r.new_child_workflow_instance_id,
+            })
+            .await
+            .map_err(status_of)?;
+        Ok(Response::new(RerunWorkflowFromEventResponse {
+            new_instance_id,
+        }))
     }
 
     async fn list_instance_i_ds(

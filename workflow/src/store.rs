@@ -9,19 +9,33 @@
 //! is one write of the record. Instance ids are listed in `SHARDS` index keys
 //! (`<prefix>index-07`) so a restarted sidecar finds the instances it must
 //! resume and `ListInstanceIDs` can page through them.
+//!
+//! Commits go through one committer task that groups whatever batches are
+//! waiting into a single store transaction (group commit): under load one
+//! fsync covers many instances' turns, and every caller still gets its
+//! answer only after the transaction holding its writes has committed. The
+//! committer also owns the index shards, so concurrent instances never wait
+//! on each other's index updates.
 
-use std::{collections::HashMap, sync::Arc};
+use std::{
+    collections::{HashMap, HashSet},
+    sync::{Arc, OnceLock},
+};
 
 use bytes::Bytes;
 use dapr_components::state::{
     Consistency, DeleteRequest, GetRequest, SetRequest, StateError, StateStore, TransactionOp,
 };
 use prost::Message;
+use tokio::sync::{mpsc, oneshot};
+use tracing::debug;
 
 use crate::proto::{HistoryEvent, OrchestrationStatus, ParentInstanceInfo, TaskFailureDetails};
 
 /// Number of index keys instance ids are spread over.
 pub const SHARDS: u32 = 32;
+/// Most batches one group commit takes: bounds the transaction's size.
+const MAX_GROUP: usize = 256;
 
 /// The persisted state of one instance (everything but its history).
 #[derive(Clone, PartialEq, Message)]
@@ -134,6 +148,14 @@ pub struct IndexEntry {
     pub terminal: bool,
 }
 
+/// How a batch changes the instance index.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum IndexChange {
+    Active,
+    Terminal,
+    Remove,
+}
+
 /// Storage failures, including records that no longer decode.
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
@@ -151,12 +173,27 @@ pub enum StoreError {
 pub struct WorkflowStore {
     store: Arc<dyn StateStore>,
     prefix: String,
+    /// The committer task, started on first use (it needs a runtime).
+    committer: Arc<OnceLock<mpsc::UnboundedSender<Job>>>,
 }
 
 /// A write that is applied atomically by `commit`.
 #[derive(Default)]
 pub struct Batch {
     ops: Vec<TransactionOp>,
+    index: Vec<(String, IndexChange)>,
+}
+
+/// Work for the committer.
+enum Job {
+    Commit {
+        batch: Batch,
+        done: oneshot::Sender<Result<(), StateError>>,
+    },
+    /// Every index shard, as committed.
+    Index {
+        done: oneshot::Sender<Result<Vec<IndexShard>, StateError>>,
+    },
 }
 
 impl Batch {
@@ -177,8 +214,14 @@ impl Batch {
         }));
     }
 
+    /// Records `id` in the index (or changes or removes its entry) in the
+    /// same transaction as the rest of the batch.
+    pub fn index(&mut self, id: &str, change: IndexChange) {
+        self.index.push((id.to_owned(), change));
+    }
+
     pub fn is_empty(&self) -> bool {
-        self.ops.is_empty()
+        self.ops.is_empty() && self.index.is_empty()
     }
 }
 
@@ -189,6 +232,30 @@ impl WorkflowStore {
         Self {
             store,
             prefix: format!("{app_id}||dapr.internal.{namespace}.{app_id}.workflow||"),
+            committer: Arc::new(OnceLock::new()),
+        }
+    }
+
+    fn committer(&self) -> &mpsc::UnboundedSender<Job> {
+        self.committer.get_or_init(|| {
+            let (tx, rx) = mpsc::unbounded_channel();
+            let committer = Committer {
+                store: self.store.clone(),
+                keys: self.clone_keys(),
+                shards: HashMap::new(),
+            };
+            tokio::spawn(committer.run(rx));
+            tx
+        })
+    }
+
+    /// A copy for the committer that shares the store but not the
+    /// committer handle (the committer must not keep itself alive).
+    fn clone_keys(&self) -> WorkflowStore {
+        WorkflowStore {
+            store: self.store.clone(),
+            prefix: self.prefix.clone(),
+            committer: Arc::new(OnceLock::new()),
         }
     }
 
@@ -289,15 +356,165 @@ impl WorkflowStore {
         batch.put(self.chunk_key(id, chunk), chunk_msg.encode_to_vec());
     }
 
-    pub fn put_shard(&self, batch: &mut Batch, shard: u32, index: &IndexShard) {
-        batch.put(self.shard_key(shard), index.encode_to_vec());
+    fn put_shard(&self, ops: &mut Vec<TransactionOp>, shard: u32, index: &IndexShard) {
+        ops.push(TransactionOp::Set(SetRequest {
+            key: self.shard_key(shard),
+            value: Bytes::from(index.encode_to_vec()),
+            consistency: Consistency::Strong,
+            ..Default::default()
+        }));
     }
 
+    /// Applies the batch atomically; returns once it is durable.
     pub async fn commit(&self, batch: Batch) -> Result<(), StoreError> {
-        if batch.ops.is_empty() {
+        if batch.is_empty() {
             return Ok(());
         }
-        self.store.transact(&batch.ops).await?;
+        let (done, rx) = oneshot::channel();
+        self.committer()
+            .send(Job::Commit { batch, done })
+            .map_err(|_| committer_gone())?;
+        rx.await.map_err(|_| committer_gone())?.map_err(Into::into)
+    }
+
+    /// Every index shard as committed so far.
+    pub async fn index(&self) -> Result<Vec<IndexShard>, StoreError> {
+        let (done, rx) = oneshot::channel();
+        self.committer()
+            .send(Job::Index { done })
+            .map_err(|_| committer_gone())?;
+        rx.await.map_err(|_| committer_gone())?.map_err(Into::into)
+    }
+}
+
+fn committer_gone() -> StoreError {
+    StoreError::State(StateError::Backend(
+        "the workflow store's committer has stopped".into(),
+    ))
+}
+
+/// The single writer: group-commits batches and owns the index shards.
+struct Committer {
+    store: Arc<dyn StateStore>,
+    keys: WorkflowStore,
+    /// Shards as committed (loaded on first use).
+    shards: HashMap<u32, IndexShard>,
+}
+
+impl Committer {
+    async fn run(mut self, mut rx: mpsc::UnboundedReceiver<Job>) {
+        while let Some(first) = rx.recv().await {
+            // Whatever queued up while the previous transaction was being
+            // written goes into this one.
+            let mut batches = Vec::new();
+            let mut next = Some(first);
+            while let Some(job) = next.take() {
+                match job {
+                    Job::Commit { batch, done } => batches.push((batch, done)),
+                    Job::Index { done } => {
+                        let _ = done.send(self.all_shards().await);
+                    }
+                }
+                if batches.len() < MAX_GROUP {
+                    next = rx.try_recv().ok();
+                }
+            }
+            if batches.is_empty() {
+                continue;
+            }
+            let refs: Vec<&Batch> = batches.iter().map(|(b, _)| b).collect();
+            let result = self.apply(&refs).await;
+            if result.is_err() && batches.len() > 1 {
+                // One bad batch must not fail the others: retry one by one.
+                debug!(
+                    batches = batches.len(),
+                    "workflow group commit failed; committing its batches one by one"
+                );
+                for (batch, done) in batches {
+                    let r = self.apply(&[&batch]).await;
+                    let _ = done.send(r);
+                }
+            } else {
+                for (_, done) in batches {
+                    let _ = done.send(result.clone());
+                }
+            }
+        }
+    }
+
+    async fn shard(&mut self, shard: u32) -> Result<&mut IndexShard, StateError> {
+        if !self.shards.contains_key(&shard) {
+            let loaded = self.keys.load_shard(shard).await.map_err(|e| match e {
+                StoreError::State(s) => s,
+                other => StateError::Backend(other.to_string()),
+            })?;
+            self.shards.insert(shard, loaded);
+        }
+        self.shards
+            .get_mut(&shard)
+            .ok_or_else(|| StateError::Backend("workflow index shard vanished".into()))
+    }
+
+    async fn all_shards(&mut self) -> Result<Vec<IndexShard>, StateError> {
+        let mut all = Vec::with_capacity(SHARDS as usize);
+        for shard in 0..SHARDS {
+            all.push(self.shard(shard).await?.clone());
+        }
+        Ok(all)
+    }
+
+    /// Writes the batches and their index changes in one transaction; the
+    /// cached shards change only when it committed.
+    async fn apply(&mut self, batches: &[&Batch]) -> Result<(), StateError> {
+        let mut ops: Vec<TransactionOp> = batches.iter().flat_map(|b| b.ops.clone()).collect();
+        let mut touched: HashMap<u32, IndexShard> = HashMap::new();
+        for (id, change) in batches.iter().flat_map(|b| b.index.iter()) {
+            let shard = WorkflowStore::shard_of(id);
+            let index = match touched.entry(shard) {
+                std::collections::hash_map::Entry::Occupied(e) => e.into_mut(),
+                std::collections::hash_map::Entry::Vacant(e) => {
+                    e.insert(self.shard(shard).await?.clone())
+                }
+            };
+            apply_change(index, id, *change);
+        }
+        for (shard, index) in &touched {
+            self.keys.put_shard(&mut ops, *shard, index);
+        }
+        if ops.is_empty() {
+            return Ok(());
+        }
+        self.store.transact(&ops).await?;
+        self.shards.extend(touched);
         Ok(())
     }
+}
+
+fn apply_change(index: &mut IndexShard, id: &str, change: IndexChange) {
+    let terminal = match change {
+        IndexChange::Active => false,
+        IndexChange::Terminal => true,
+        IndexChange::Remove => {
+            index.entries.retain(|e| e.instance_id != id);
+            return;
+        }
+    };
+    match index.entries.iter_mut().find(|e| e.instance_id == id) {
+        Some(e) => e.terminal = terminal,
+        None => index.entries.push(IndexEntry {
+            instance_id: id.to_owned(),
+            terminal,
+        }),
+    }
+}
+
+/// Ids of the instances listed in `shards`, deduplicated, in index order.
+pub fn listed_ids(shards: &[IndexShard]) -> Vec<String> {
+    let mut seen = HashSet::new();
+    shards
+        .iter()
+        .flat_map(|s| s.entries.iter())
+        .filter(|e| seen.insert(e.instance_id.as_str()))
+        .map(|e| e.instance_id.clone())
+        .collect()
 }
