@@ -49,6 +49,9 @@ pub enum ApiError {
     StateQueryNotSupported(String),
     #[error("failed query in state store {store}: {source}")]
     StateQuery { store: String, source: StateError },
+    /// Phase 1 of the transactional outbox failed (Dapr's `PubSubOutbox`).
+    #[error("error while publishing outbox message: {reason}")]
+    PubSubOutbox { app_id: String, reason: String },
     #[error("failed getting app id either from the URL path or the header dapr-app-id")]
     InvokeNoAppId,
     #[error("failed to invoke, id: {app_id}, err: {reason}")]
@@ -94,6 +97,7 @@ impl ApiError {
             StateTransaction { .. } => "ERR_STATE_TRANSACTION",
             UnsupportedStateOperation(_) => "ERR_NOT_SUPPORTED_STATE_OPERATION",
             StateQuery { .. } => "ERR_STATE_QUERY",
+            PubSubOutbox { .. } => "ERR_PUBLISH_OUTBOX",
             InvokeNoAppId
             | DirectInvoke { .. }
             | DirectInvokeUnreachable { .. }
@@ -120,6 +124,7 @@ impl ApiError {
             StateQueryNotSupported(_) => "DAPR_STATE_QUERYING_NOT_SUPPORTED",
             StateQuery { .. } => "DAPR_STATE_QUERY_FAILED",
             TooManyTransactionOps { .. } => "DAPR_STATE_TOO_MANY_TRANSACTIONS",
+            PubSubOutbox { .. } => "DAPR_PUBSUB_OUTBOX",
             _ => return None,
         })
     }
@@ -157,6 +162,7 @@ impl ApiError {
             | StateTransaction { .. }
             | StateQueryNotSupported(_)
             | StateQuery { .. }
+            | PubSubOutbox { .. }
             | HealthNotReady
             | OutboundHealthNotReady
             | HealthAppIdMismatch
@@ -193,7 +199,7 @@ impl ApiError {
             Unimplemented(_) => Code::Unimplemented,
             StateStoresNotConfigured => Code::FailedPrecondition,
             HealthNotReady | OutboundHealthNotReady | HealthAppIdMismatch => Code::Unavailable,
-            StateQuery { .. } | Internal(_) => Code::Internal,
+            StateQuery { .. } | PubSubOutbox { .. } | Internal(_) => Code::Internal,
         }
     }
 
@@ -204,6 +210,10 @@ impl ApiError {
             StateStoreNotFound(s) | StateNotTransactional(s) | StateQueryNotSupported(s) => {
                 vec![("storeName".into(), s.clone())]
             }
+            PubSubOutbox { app_id, reason } => vec![
+                ("appID".into(), app_id.clone()),
+                ("error".into(), reason.clone()),
+            ],
             _ => Vec::new(),
         }
     }

@@ -322,9 +322,9 @@ impl StateApi {
                 &crate::pubsub::new_traceparent(),
             )
             .await
-            .map_err(|e| ApiError::StateTransaction {
-                store: store_name.to_owned(),
-                source: StateError::Backend(e.to_string()),
+            .map_err(|e| ApiError::PubSubOutbox {
+                app_id: self.app_id.clone(),
+                reason: e.to_string(),
             })?,
             None => ops,
         };

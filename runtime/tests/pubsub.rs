@@ -102,47 +102,142 @@ async fn start_app(subscriptions: Value) -> (u16, mpsc::UnboundedReceiver<Delive
     (port, rx)
 }
 
-#[derive(Clone, Copy, Debug)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum Broker {
     InMemory,
     Redis,
+    JetStream,
     RabbitMq,
+    Mqtt3,
+}
+
+/// Every topic a test uses starts with this, so one JetStream stream
+/// (`pst.>`) captures them all.
+const TOPIC_PREFIX: &str = "pst.";
+
+fn nats_url() -> String {
+    std::env::var("DAPR_RS_TEST_NATS_URL").unwrap_or_else(|_| "nats://127.0.0.1:14222".to_owned())
 }
 
 impl Broker {
     fn component(self) -> String {
-        match self {
-            Broker::InMemory => component_yaml("pubsub", "pubsub.in-memory", &[]),
-            Broker::Redis => component_yaml(
-                "pubsub",
+        self.component_with(&[])
+    }
+
+    /// The component named `pubsub`, with quick redelivery so failures come
+    /// back within a test's patience, plus `extra` metadata.
+    fn component_with(self, extra: &[(&str, &str)]) -> String {
+        let (type_, mut md): (&str, Vec<(&str, String)>) = match self {
+            Broker::InMemory => ("pubsub.in-memory", vec![]),
+            Broker::Redis => (
                 "pubsub.redis",
-                &[
-                    ("redisHost", &redis_addr()),
-                    ("processingTimeout", "1s"),
-                    ("redeliverInterval", "300ms"),
+                vec![
+                    ("redisHost", redis_addr()),
+                    ("processingTimeout", "1s".into()),
+                    ("redeliverInterval", "300ms".into()),
                 ],
+            ),
+            // A dead consumer's message comes back after ackWait.
+            Broker::JetStream => (
+                "pubsub.jetstream",
+                vec![("natsURL", nats_url()), ("ackWait", "1s".into())],
             ),
             // Requeue on RETRY, as the Redis entry redelivers: Dapr's
             // rabbitmq default drops a failed message.
-            Broker::RabbitMq => component_yaml(
-                "pubsub",
+            Broker::RabbitMq => (
                 "pubsub.rabbitmq",
-                &[
+                vec![
                     (
                         "connectionString",
-                        &std::env::var("DAPR_RS_TEST_AMQP_URL")
+                        std::env::var("DAPR_RS_TEST_AMQP_URL")
                             .unwrap_or_else(|_| "amqp://guest:guest@127.0.0.1:15673".to_owned()),
                     ),
-                    ("requeueInFailure", "true"),
+                    ("requeueInFailure", "true".into()),
                 ],
             ),
+            Broker::Mqtt3 => (
+                "pubsub.mqtt3",
+                vec![
+                    (
+                        "url",
+                        std::env::var("DAPR_RS_TEST_MQTT_URL")
+                            .unwrap_or_else(|_| "tcp://127.0.0.1:11883".to_owned()),
+                    ),
+                    ("backOffInterval", "200ms".into()),
+                ],
+            ),
+        };
+        md.extend(extra.iter().map(|(k, v)| (*k, (*v).to_owned())));
+        let md: Vec<(&str, &str)> = md.iter().map(|(k, v)| (*k, v.as_str())).collect();
+        component_yaml("pubsub", type_, &md)
+    }
+
+    /// Plays the operator where the broker needs one: Dapr's JetStream
+    /// component publishes only to subjects a stream captures, so one
+    /// memory stream takes every test topic.
+    async fn prepare(self) {
+        if self != Broker::JetStream {
+            return;
         }
+        let client = async_nats::connect(nats_url()).await.unwrap_or_else(|e| {
+            panic!("NATS test server unreachable ({e}); run scripts/test-services.sh")
+        });
+        async_nats::jetstream::new(client)
+            .get_or_create_stream(async_nats::jetstream::stream::Config {
+                name: "DAPR_RS_PUBSUB_TESTS".to_owned(),
+                subjects: vec![format!("{TOPIC_PREFIX}>")],
+                storage: async_nats::jetstream::stream::StorageType::Memory,
+                max_age: Duration::from_secs(600),
+                ..Default::default()
+            })
+            .await
+            .expect("create the test stream");
     }
 }
 
 /// A unique topic name: Redis streams outlive the test run.
 fn topic(name: &str) -> String {
-    format!("{name}-{}", uuid::Uuid::new_v4().simple())
+    format!("{TOPIC_PREFIX}{name}-{}", uuid::Uuid::new_v4().simple())
+}
+
+/// The log text without terminal colour codes (`ESC [ ... m`).
+fn strip_ansi(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    let mut chars = text.chars();
+    while let Some(c) = chars.next() {
+        if c == '\u{1b}' {
+            for c in chars.by_ref() {
+                if c.is_ascii_alphabetic() {
+                    break;
+                }
+            }
+        } else {
+            out.push(c);
+        }
+    }
+    out
+}
+
+/// Waits until `daprd` logged that each topic is subscribed (its broker
+/// subscription is in place, so nothing published from now on is missed).
+async fn wait_subscribed(daprd: &Daprd, topics: &[&str]) {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+    loop {
+        let logs = strip_ansi(&daprd.logs());
+        let done = topics.iter().all(|t| {
+            let field = format!("topic={t}");
+            logs.lines().any(|l| {
+                l.contains(" subscribed") && l.split_whitespace().any(|w| w == field.as_str())
+            })
+        });
+        if done {
+            return;
+        }
+        if tokio::time::Instant::now() > deadline {
+            panic!("not subscribed to {topics:?} within 20 s; daprd logs:\n{logs}");
+        }
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
 }
 
 struct Env {
@@ -153,11 +248,18 @@ struct Env {
 
 impl Env {
     async fn start(broker: Broker, subscriptions: Value, extra: &[(&str, String)]) -> Self {
+        broker.prepare().await;
         let dir = tempfile::tempdir().unwrap();
         write_resource(dir.path(), "pubsub.yaml", &broker.component());
         for (file, yaml) in extra {
             write_resource(dir.path(), file, yaml);
         }
+        let topics: Vec<String> = subscriptions
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter_map(|s| s["topic"].as_str().map(str::to_owned))
+            .collect();
         let (port, rx) = start_app(subscriptions).await;
         let daprd = DaprdBuilder::new("subscriber")
             .resources(dir.path())
@@ -165,9 +267,10 @@ impl Env {
             .arg(port.to_string())
             .start()
             .await;
-        // Subscriptions start right after the app is found; give the broker
-        // a moment to attach (Redis groups are created at subscribe time).
-        tokio::time::sleep(Duration::from_millis(500)).await;
+        // Brokers deliver only what is published once the subscription is
+        // in place (groups, queues, shared subscriptions are made then).
+        let topics: Vec<&str> = topics.iter().map(String::as_str).collect();
+        wait_subscribed(&daprd, &topics).await;
         Self {
             daprd,
             rx,
@@ -411,6 +514,7 @@ async fn declarative_subscription(broker: Broker) {
         &[("sub1.yaml", v1), ("sub2.yaml", v2), ("sub3.yaml", other)],
     )
     .await;
+    wait_subscribed(&env.daprd, &[&t1, &t2]).await;
     env.publish(&t1, "a", &[], "").await;
     assert_eq!(env.next().await.path, "/v1route");
     env.publish(&t2, "b", &[], "?metadata.cloudevent.type=special")
@@ -515,7 +619,13 @@ broker_tests!(InMemory: envelope_fields, raw_payload, routing_rules,
 broker_tests!(Redis: envelope_fields, raw_payload, routing_rules,
     not_found_goes_to_dead_letter_topic, retry_redelivers_and_drop_does_not,
     declarative_subscription, errors_and_bulk);
+broker_tests!(JetStream: envelope_fields, raw_payload, routing_rules,
+    not_found_goes_to_dead_letter_topic, retry_redelivers_and_drop_does_not,
+    declarative_subscription, errors_and_bulk);
 broker_tests!(RabbitMq: envelope_fields, raw_payload, routing_rules,
+    not_found_goes_to_dead_letter_topic, retry_redelivers_and_drop_does_not,
+    declarative_subscription, errors_and_bulk);
+broker_tests!(Mqtt3: envelope_fields, raw_payload, routing_rules,
     not_found_goes_to_dead_letter_topic, retry_redelivers_and_drop_does_not,
     declarative_subscription, errors_and_bulk);
 
@@ -530,7 +640,7 @@ async fn embedded_default_has_pubsub() {
         .arg(port.to_string())
         .start()
         .await;
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    wait_subscribed(&daprd, &[&t]).await;
     let meta = http("GET", &daprd.url("/v1.0/metadata"), "").await.json();
     let names: Vec<&str> = meta["components"]
         .as_array()
@@ -985,7 +1095,7 @@ mod bulk {
             .arg(port.to_string())
             .start()
             .await;
-        tokio::time::sleep(Duration::from_millis(500)).await;
+        wait_subscribed(&daprd, &[&t, &dlq_topic]).await;
         publish_five(&daprd, &t).await;
         let (answers, dropped) = collect(&mut answers_rx, &mut dlq_rx, 5, 2, &daprd).await;
         assert_eq!(
@@ -1145,7 +1255,7 @@ mod bulk {
             .arg("grpc")
             .start()
             .await;
-        tokio::time::sleep(Duration::from_millis(500)).await;
+        wait_subscribed(&daprd, &[&t, &format!("{t}-dlq")]).await;
         publish_five(&daprd, &t).await;
         let (answers, dropped) = collect(&mut answers_rx, &mut dlq_rx, 6, 0, &daprd).await;
         assert_eq!(
@@ -1171,6 +1281,88 @@ mod bulk {
 /// transaction publishes its upsert once; a failed one publishes nothing.
 mod outbox {
     use super::*;
+
+    /// The outbox's first phase fails (the pub/sub refuses the internal
+    /// event: no JetStream stream captures that subject): the transaction
+    /// answers Dapr's `ERR_PUBLISH_OUTBOX` (500 / gRPC Internal), and
+    /// nothing is saved.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn failed_outbox_publish_answers_err_publish_outbox() {
+        let dir = tempfile::tempdir().unwrap();
+        write_resource(
+            dir.path(),
+            "pubsub.yaml",
+            &component_yaml("pubsub", "pubsub.jetstream", &[("natsURL", &nats_url())]),
+        );
+        write_resource(
+            dir.path(),
+            "state.yaml",
+            &component_yaml(
+                "statestore",
+                "state.in-memory",
+                &[
+                    ("outboxPublishPubsub", "pubsub"),
+                    ("outboxPublishTopic", "uncaptured-orders"),
+                ],
+            ),
+        );
+        let daprd = DaprdBuilder::new("outbox-fail")
+            .resources(dir.path())
+            .start()
+            .await;
+        let r = http(
+            "POST",
+            &daprd.url("/v1.0/state/statestore/transaction"),
+            &json!({"operations": [{"operation": "upsert",
+                "request": {"key": "k1", "value": {"n": 1}}}]})
+            .to_string(),
+        )
+        .await;
+        assert_eq!(
+            (r.status, r.error_code().as_str()),
+            (500, "ERR_PUBLISH_OUTBOX"),
+            "{}",
+            r.text()
+        );
+        let body = r.json();
+        let message = body["message"].as_str().unwrap_or_default();
+        assert!(
+            message.starts_with("error while publishing outbox message: ")
+                && !message.ends_with("message: "),
+            "{body}"
+        );
+        assert_eq!(body["details"][0]["reason"], "DAPR_PUBSUB_OUTBOX", "{body}");
+        assert_eq!(body["details"][0]["metadata"]["appID"], "outbox-fail");
+        let saved = http("GET", &daprd.url("/v1.0/state/statestore/k1"), "").await;
+        assert_eq!(saved.status, 204, "saved anyway: {}", saved.text());
+
+        let mut client =
+            dapr::dapr::proto::runtime::v1::dapr_client::DaprClient::connect(daprd.grpc_endpoint())
+                .await
+                .unwrap();
+        use dapr::dapr::proto::{common::v1::StateItem, runtime::v1 as rpb};
+        let err = client
+            .execute_state_transaction(rpb::ExecuteStateTransactionRequest {
+                store_name: "statestore".into(),
+                operations: vec![rpb::TransactionalStateOperation {
+                    operation_type: "upsert".into(),
+                    request: Some(StateItem {
+                        key: "k2".into(),
+                        value: b"2".to_vec(),
+                        ..Default::default()
+                    }),
+                }],
+                metadata: HashMap::new(),
+            })
+            .await
+            .unwrap_err();
+        assert_eq!(err.code(), tonic::Code::Internal, "{err:?}");
+        assert!(
+            err.message()
+                .starts_with("error while publishing outbox message: "),
+            "{err:?}"
+        );
+    }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn event_if_and_only_if_the_transaction_commits() {
@@ -1210,7 +1402,7 @@ mod outbox {
             .arg(port.to_string())
             .start()
             .await;
-        tokio::time::sleep(Duration::from_millis(500)).await;
+        wait_subscribed(&daprd, &[&t]).await;
         let key = format!("order-{}", uuid::Uuid::new_v4().simple());
         let tx_url = daprd.url("/v1.0/state/statestore/transaction");
 
@@ -1279,5 +1471,434 @@ mod outbox {
         )
         .await;
         assert_eq!(saved.json(), json!({"n": 2}));
+    }
+}
+
+/// At least once, through real sidecars: a SIGKILLed subscriber sidecar,
+/// competing replicas, 1 MiB messages, a broker that goes away and returns.
+mod durability {
+    use super::*;
+    use std::{
+        collections::BTreeSet,
+        sync::atomic::{AtomicBool, AtomicUsize, Ordering},
+    };
+
+    type Seen = mpsc::UnboundedSender<(&'static str, i64)>;
+
+    #[derive(Clone)]
+    struct CountingApp {
+        subs: Value,
+        tag: &'static str,
+        hold: Arc<AtomicBool>,
+        held: Arc<AtomicUsize>,
+        tx: Seen,
+    }
+
+    /// An app whose route answers 200 and reports `(tag, data.n)`; while
+    /// `hold` is set it keeps each delivery waiting (a stuck app: nothing is
+    /// acknowledged) and, once released, fails it unreported.
+    async fn counting_app(
+        subs: Value,
+        tag: &'static str,
+        hold: Arc<AtomicBool>,
+        held: Arc<AtomicUsize>,
+        tx: Seen,
+    ) -> u16 {
+        async fn subscribe(State(s): State<CountingApp>) -> Json<Value> {
+            Json(s.subs.clone())
+        }
+        async fn deliver(State(s): State<CountingApp>, req: Request) -> Response {
+            let body = req.into_body().collect().await.map(|b| b.to_bytes());
+            let event: Value = body
+                .ok()
+                .and_then(|b| serde_json::from_slice(&b).ok())
+                .unwrap_or(Value::Null);
+            if s.hold.load(Ordering::SeqCst) {
+                s.held.fetch_add(1, Ordering::SeqCst);
+                while s.hold.load(Ordering::SeqCst) {
+                    tokio::time::sleep(Duration::from_millis(20)).await;
+                }
+                return StatusCode::INTERNAL_SERVER_ERROR.into_response();
+            }
+            let _ =
+                s.tx.send((s.tag, event["data"]["n"].as_i64().unwrap_or(-1)));
+            StatusCode::OK.into_response()
+        }
+        let app = Router::new()
+            .route("/dapr/subscribe", get(subscribe))
+            .fallback(deliver)
+            .with_state(CountingApp {
+                subs,
+                tag,
+                hold,
+                held,
+                tx,
+            });
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = listener.local_addr().unwrap().port();
+        tokio::spawn(async move {
+            let _ = axum::serve(listener, app).await;
+        });
+        port
+    }
+
+    async fn publish_n(daprd: &Daprd, t: &str, n: i64) -> Reply {
+        request(
+            "POST",
+            &daprd.url(&format!("/v1.0/publish/pubsub/{t}")),
+            Some(json!({ "n": n }).to_string().into_bytes()),
+            &[("content-type", "application/json")],
+        )
+        .await
+        .expect("publish request")
+    }
+
+    async fn publish_ok(daprd: &Daprd, t: &str, n: i64) {
+        let r = publish_n(daprd, t, n).await;
+        assert_eq!(r.status, 204, "publish {n}: {}", r.text());
+    }
+
+    /// Receives until every number in `want` was reported by an app whose
+    /// tag `matches`; returns how often each tag reported each number.
+    async fn collect_all(
+        rx: &mut mpsc::UnboundedReceiver<(&'static str, i64)>,
+        want: &BTreeSet<i64>,
+        within: Duration,
+        logs: impl Fn() -> String,
+    ) -> Vec<(&'static str, i64)> {
+        let deadline = tokio::time::Instant::now() + within;
+        let mut got = Vec::new();
+        let missing = |got: &Vec<(&'static str, i64)>| {
+            let seen: BTreeSet<i64> = got.iter().map(|(_, n)| *n).collect();
+            want.difference(&seen).copied().collect::<Vec<_>>()
+        };
+        while !missing(&got).is_empty() {
+            match tokio::time::timeout_at(deadline, rx.recv()).await {
+                Ok(Some(d)) => got.push(d),
+                _ => panic!(
+                    "never delivered: {:?}; daprd logs:\n{}",
+                    missing(&got),
+                    logs()
+                ),
+            }
+        }
+        got
+    }
+
+    fn component_dir(broker: Broker, extra: &[(&str, &str)]) -> tempfile::TempDir {
+        let dir = tempfile::tempdir().unwrap();
+        write_resource(dir.path(), "pubsub.yaml", &broker.component_with(extra));
+        dir
+    }
+
+    /// A subscriber sidecar SIGKILLed while its app holds messages
+    /// unanswered: after a restart every message the publisher's sidecar
+    /// acknowledged arrives — the held ones again, and the ones published
+    /// while it was down. Only for brokers that keep a consumer's place:
+    /// `pubsub.in-memory` dies with the process, and `pubsub.mqtt3` runs
+    /// clean sessions (what a dead member held is dropped by the broker).
+    async fn sidecar_kill_redelivers(broker: Broker) {
+        broker.prepare().await;
+        let t = topic("kill");
+        // RabbitMQ: Dapr's default auto-deletes the queue with its last
+        // consumer, taking its messages along.
+        let dir = component_dir(
+            broker,
+            &[("deletedWhenUnused", "false")][..usize::from(broker == Broker::RabbitMq)],
+        );
+        let (hold, held) = (
+            Arc::new(AtomicBool::new(true)),
+            Arc::new(AtomicUsize::new(0)),
+        );
+        let (tx, mut rx) = mpsc::unbounded_channel();
+        let port = counting_app(
+            json!([sub(&t, "/c")]),
+            "sub",
+            hold.clone(),
+            held.clone(),
+            tx,
+        )
+        .await;
+        let publisher = DaprdBuilder::new("kill-pub")
+            .resources(dir.path())
+            .start()
+            .await;
+        let start_subscriber = || {
+            DaprdBuilder::new("kill-sub")
+                .resources(dir.path())
+                .arg("--app-port")
+                .arg(port.to_string())
+                .start()
+        };
+        let mut subscriber = start_subscriber().await;
+        wait_subscribed(&subscriber, &[&t]).await;
+        for n in 0..10 {
+            publish_ok(&publisher, &t, n).await;
+        }
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+        while held.load(Ordering::SeqCst) == 0 {
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "nothing reached the app; logs:\n{}",
+                subscriber.logs()
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        let mut child = subscriber.child.take().expect("running");
+        child.kill().expect("SIGKILL daprd");
+        let _ = child.wait();
+        hold.store(false, Ordering::SeqCst);
+        for n in 10..20 {
+            publish_ok(&publisher, &t, n).await;
+        }
+        let subscriber = start_subscriber().await;
+        let want: BTreeSet<i64> = (0..20).collect();
+        collect_all(&mut rx, &want, Duration::from_secs(30), || {
+            subscriber.logs()
+        })
+        .await;
+    }
+
+    /// Two replicas of one app id compete (each message to exactly one of
+    /// them) while another app id gets every message. Not for
+    /// `pubsub.in-memory`: its topics live inside one sidecar.
+    async fn replicas_compete_other_apps_get_all(broker: Broker) {
+        broker.prepare().await;
+        let t = topic("replicas");
+        let dir = component_dir(broker, &[]);
+        // One message at a time per replica, so both get a share.
+        let subs = json!([{"pubsubname": "pubsub", "topic": t, "route": "/c",
+                           "metadata": {"concurrency": "1", "queueDepth": "1"}}]);
+        let (tx, mut rx) = mpsc::unbounded_channel();
+        let no_hold = || (Arc::new(AtomicBool::new(false)), Arc::default());
+        let mut sidecars = Vec::new();
+        for (tag, app_id) in [("w1", "workers"), ("w2", "workers"), ("audit", "audit")] {
+            let (hold, held) = no_hold();
+            let port = counting_app(subs.clone(), tag, hold, held, tx.clone()).await;
+            let d = DaprdBuilder::new(app_id)
+                .resources(dir.path())
+                .arg("--app-port")
+                .arg(port.to_string())
+                .start()
+                .await;
+            wait_subscribed(&d, &[&t]).await;
+            sidecars.push(d);
+        }
+        const N: i64 = 40;
+        for n in 0..N {
+            publish_ok(&sidecars[2], &t, n).await;
+        }
+        let want: BTreeSet<i64> = (0..N).collect();
+        let logs = || {
+            sidecars
+                .iter()
+                .map(Daprd::logs)
+                .collect::<Vec<_>>()
+                .join("\n----\n")
+        };
+        let mut got: Vec<(&'static str, i64)> = Vec::new();
+        // Until the workers together and the audit app each saw all of them.
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+        loop {
+            let seen = |f: &dyn Fn(&str) -> bool| -> BTreeSet<i64> {
+                got.iter()
+                    .filter(|(tag, _)| f(tag))
+                    .map(|(_, n)| *n)
+                    .collect()
+            };
+            if seen(&|t| t != "audit") == want && seen(&|t| t == "audit") == want {
+                break;
+            }
+            match tokio::time::timeout_at(deadline, rx.recv()).await {
+                Ok(Some(d)) => got.push(d),
+                _ => panic!("incomplete deliveries {got:?}; logs:\n{}", logs()),
+            }
+        }
+        // Nothing comes twice.
+        while let Ok(Some(d)) = tokio::time::timeout(Duration::from_millis(700), rx.recv()).await {
+            got.push(d);
+        }
+        let count = |tag: &str| got.iter().filter(|(t, _)| *t == tag).count();
+        let (w1, w2, audit) = (count("w1"), count("w2"), count("audit"));
+        assert_eq!(w1 + w2, N as usize, "a worker message came twice: {got:?}");
+        assert_eq!(audit, N as usize, "the audit app got duplicates: {got:?}");
+        assert!(w1 > 0 && w2 > 0, "one replica got everything ({w1}/{w2})");
+    }
+
+    /// A 1 MiB body travels publisher → broker → app intact.
+    async fn one_mib_message(broker: Broker) {
+        let t = topic("big");
+        let mut env = Env::start(broker, json!([sub(&t, "/big")]), &[]).await;
+        let body: String = (0..1usize << 20)
+            .map(|i| char::from(b'a' + (i % 26) as u8))
+            .collect();
+        let r = env
+            .publish(&t, &body, &[("content-type", "text/plain")], "")
+            .await;
+        assert_eq!(r.status, 204, "{}", r.text());
+        let d = env.next().await;
+        let data = d.event["data"].as_str().unwrap_or_default();
+        assert_eq!(data.len(), body.len());
+        assert!(data == body, "payload corrupted");
+    }
+
+    broker_tests!(InMemory: one_mib_message);
+    broker_tests!(Redis: one_mib_message, sidecar_kill_redelivers,
+        replicas_compete_other_apps_get_all);
+    broker_tests!(JetStream: one_mib_message, sidecar_kill_redelivers,
+        replicas_compete_other_apps_get_all);
+    broker_tests!(RabbitMq: one_mib_message, sidecar_kill_redelivers,
+        replicas_compete_other_apps_get_all);
+    broker_tests!(Mqtt3: one_mib_message, replicas_compete_other_apps_get_all);
+
+    /// A Redis server of the test's own on a free port, persisting every
+    /// write (AOF, fsync always), so it can be killed and restarted.
+    struct OwnRedis {
+        child: Option<std::process::Child>,
+        port: u16,
+        dir: tempfile::TempDir,
+    }
+
+    impl OwnRedis {
+        async fn start() -> Self {
+            let mut r = Self {
+                child: None,
+                port: free_port(),
+                dir: tempfile::tempdir().unwrap(),
+            };
+            r.run().await;
+            r
+        }
+
+        async fn run(&mut self) {
+            let child = std::process::Command::new("redis-server")
+                .args(["--bind", "127.0.0.1", "--port", &self.port.to_string()])
+                .args([
+                    "--save",
+                    "",
+                    "--appendonly",
+                    "yes",
+                    "--appendfsync",
+                    "always",
+                ])
+                .arg("--dir")
+                .arg(self.dir.path())
+                .stdout(std::process::Stdio::null())
+                .spawn()
+                .expect("redis-server (scripts/test-services.sh installs it)");
+            self.child = Some(child);
+            let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+            while tokio::net::TcpStream::connect(("127.0.0.1", self.port))
+                .await
+                .is_err()
+            {
+                assert!(
+                    tokio::time::Instant::now() < deadline,
+                    "redis-server did not start"
+                );
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+        }
+
+        fn kill(&mut self) {
+            if let Some(mut c) = self.child.take() {
+                let _ = c.kill();
+                let _ = c.wait();
+            }
+        }
+    }
+
+    impl Drop for OwnRedis {
+        fn drop(&mut self) {
+            self.kill();
+        }
+    }
+
+    /// The broker goes down: a publish fails with ERR_PUBSUB_PUBLISH_MESSAGE
+    /// within the Resiliency timeout. It comes back: publishing works again
+    /// and the subscriber, reconnecting by itself, gets every message that
+    /// was acknowledged to the publisher.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn broker_down_then_back() {
+        let mut redis = OwnRedis::start().await;
+        let t = topic("down");
+        let dir = tempfile::tempdir().unwrap();
+        write_resource(
+            dir.path(),
+            "pubsub.yaml",
+            &component_yaml(
+                "pubsub",
+                "pubsub.redis",
+                &[
+                    ("redisHost", &format!("127.0.0.1:{}", redis.port)),
+                    ("processingTimeout", "1s"),
+                    ("redeliverInterval", "300ms"),
+                ],
+            ),
+        );
+        write_resource(
+            dir.path(),
+            "resiliency.yaml",
+            "apiVersion: dapr.io/v1alpha1\nkind: Resiliency\nmetadata:\n  name: r\nspec:\n  policies:\n    timeouts:\n      publish: 2s\n  targets:\n    components:\n      pubsub:\n        outbound:\n          timeout: publish\n",
+        );
+        let (tx, mut rx) = mpsc::unbounded_channel();
+        let port = counting_app(
+            json!([sub(&t, "/c")]),
+            "app",
+            Arc::new(AtomicBool::new(false)),
+            Arc::default(),
+            tx,
+        )
+        .await;
+        let daprd = DaprdBuilder::new("down-app")
+            .resources(dir.path())
+            .arg("--app-port")
+            .arg(port.to_string())
+            .start()
+            .await;
+        wait_subscribed(&daprd, &[&t]).await;
+        let mut acked: BTreeSet<i64> = BTreeSet::new();
+        for n in 0..3 {
+            publish_ok(&daprd, &t, n).await;
+            acked.insert(n);
+        }
+        collect_all(&mut rx, &acked, Duration::from_secs(15), || daprd.logs()).await;
+        let before_outage = acked.len();
+
+        redis.kill();
+        let started = std::time::Instant::now();
+        let r = publish_n(&daprd, &t, 100).await;
+        let took = started.elapsed();
+        assert_eq!(
+            (r.status, r.error_code().as_str()),
+            (500, "ERR_PUBSUB_PUBLISH_MESSAGE"),
+            "{}",
+            r.text()
+        );
+        assert!(
+            took < Duration::from_secs(4),
+            "publish failed only after {took:?}"
+        );
+
+        redis.run().await;
+        // Publishing recovers by itself; a refused publish is not a loss.
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+        let mut n = 3;
+        while acked.len() < 8 {
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "publishing did not recover; logs:\n{}",
+                daprd.logs()
+            );
+            if publish_n(&daprd, &t, n).await.status == 204 {
+                acked.insert(n);
+            } else {
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+            n += 1;
+        }
+        // Those acknowledged after the outage (the earlier ones arrived).
+        let after: BTreeSet<i64> = acked.iter().skip(before_outage).copied().collect();
+        collect_all(&mut rx, &after, Duration::from_secs(20), || daprd.logs()).await;
     }
 }

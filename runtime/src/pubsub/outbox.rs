@@ -83,7 +83,8 @@ impl OutboxConfig {
 pub enum OutboxError {
     #[error("outbox pubsub {0} is not found")]
     PubSubNotFound(String),
-    #[error("error while publishing outbox message: {0}")]
+    /// The broker's own error: the API error adds Dapr's prefix.
+    #[error("{0}")]
     Publish(String),
 }
 
