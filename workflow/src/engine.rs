@@ -13,6 +13,13 @@
 //! point resumes where it left off, and an activity runs again only when its
 //! result was never persisted.
 //!
+//! A start or an activity result is acknowledged only once durable, but the
+//! turn that shows it to the workflow may be dispatched while its write is
+//! still in flight: turns have no effects of their own, and each instance's
+//! writes are committed in order, a write failing when an earlier one of
+//! the same instance failed, so whatever a turn causes is never durable
+//! without the inputs it saw.
+//!
 //! Concurrency: each instance has one async lock and at most one turn in
 //! flight; no code path holds two instance locks at once (messages to other
 //! instances are delivered after the sender's lock is released), so there is
@@ -50,8 +57,8 @@ use crate::{
         history_event::EventType, timer_created_event, work_item, workflow_action,
     },
     store::{
-        Batch, ChildStart, InboxEntry, IndexChange, InstanceRecord, OutgoingMessage, StoreError,
-        WorkflowStore, listed_ids,
+        Batch, ChildStart, InboxEntry, IndexChange, InstanceRecord, OutgoingMessage, PendingWrite,
+        StoreError, WorkflowStore, listed_ids,
     },
 };
 
@@ -161,6 +168,9 @@ struct SlotState {
     record: Option<InstanceRecord>,
     history: Vec<HistoryEvent>,
     turn: Option<TurnInFlight>,
+    /// The instance's latest submitted write (its successors are chained
+    /// to it).
+    last: Option<PendingWrite>,
 }
 
 struct TurnInFlight {
@@ -279,8 +289,54 @@ impl Engine {
         }
     }
 
+    /// Queues `batch` behind the instance's earlier writes.
+    fn submit(&self, st: &mut SlotState, batch: Batch) -> Result<PendingWrite, StoreError> {
+        let pending = self.inner.store.submit(batch, st.last.as_ref())?;
+        st.last = Some(pending.clone());
+        Ok(pending)
+    }
+
+    /// Commits `batch` behind the instance's earlier writes. On failure the
+    /// cached state is dropped: it may hold writes that never landed.
+    async fn write(&self, st: &mut SlotState, id: &str, batch: Batch) -> Result<(), StoreError> {
+        let result = match self.submit(st, batch) {
+            Ok(pending) => pending.wait().await,
+            Err(e) => Err(e),
+        };
+        if result.is_err() {
+            self.forget(st, id);
+        }
+        result
+    }
+
+    /// Drops the cached state; the next use reloads it from the store, and
+    /// a turn is queued in case the stored state has events waiting.
+    fn forget(&self, st: &mut SlotState, id: &str) {
+        *st = SlotState::default();
+        lock(&self.inner.dispatch).queued_turns.remove(id);
+        self.queue_turn(id);
+    }
+
+    /// `forget` after an optimistic write failed, unless a later write is
+    /// still pending (it fails too, and its owner forgets).
+    async fn forget_failed(&self, id: &str) {
+        let slot = self.slot(id);
+        let mut st = slot.state.lock().await;
+        if st.last.as_ref().is_none_or(PendingWrite::is_settled) {
+            self.forget(&mut st, id);
+        }
+    }
+
     async fn ensure_loaded(&self, st: &mut SlotState, id: &str) -> Result<(), StoreError> {
         if st.loaded {
+            return Ok(());
+        }
+        // An id the index does not list has nothing stored (a new instance
+        // is the common case): skip the read.
+        if self.inner.store.is_listed(id) == Some(false) {
+            st.record = None;
+            st.history.clear();
+            st.loaded = true;
             return Ok(());
         }
         let record = self.inner.store.load_record(id).await?;
@@ -349,7 +405,7 @@ impl Engine {
         };
         self.inner.store.put_record(&mut batch, &id, &record);
         batch.index(&id, IndexChange::Active);
-        self.inner.store.commit(batch).await?;
+        let pending = self.submit(&mut st, batch)?;
         let scheduled = record.scheduled_start;
         st.record = Some(record);
         st.history.clear();
@@ -357,9 +413,14 @@ impl Engine {
         drop(st);
         slot.status
             .send_replace(Some(OrchestrationStatus::Pending as i32));
+        drop(slot);
         match scheduled.map(|t| to_system_time(&t)) {
             Some(at) if at > SystemTime::now() => self.arm(at, TimerKind::Start(id.clone())),
             _ => self.queue_turn(&id),
+        }
+        if let Err(e) = pending.wait().await {
+            self.forget_failed(&id).await;
+            return Err(e.into());
         }
         Ok(id)
     }
@@ -528,7 +589,7 @@ impl Engine {
                 batch.delete(self.inner.store.chunk_key(&target, c));
             }
             batch.index(&target, IndexChange::Remove);
-            self.inner.store.commit(batch).await?;
+            self.write(&mut st, &target, batch).await?;
             st.record = None;
             st.history.clear();
             st.turn = None;
@@ -601,7 +662,7 @@ impl Engine {
         record.last_updated = Some(now_ts());
         let mut batch = Batch::default();
         self.inner.store.put_record(&mut batch, id, &record);
-        self.inner.store.commit(batch).await?;
+        self.write(&mut st, id, batch).await?;
         let new_status = record.status;
         st.record = Some(record);
         drop(st);
@@ -826,7 +887,7 @@ impl Engine {
         if terminal_now && record.outbox.is_empty() {
             batch.index(&id, IndexChange::Terminal);
         }
-        if let Err(e) = self.inner.store.commit(batch).await {
+        if let Err(e) = self.write(&mut st, &id, batch).await {
             warn!(instance = %id, error = %e, "persisting a workflow turn failed; it will run again");
             drop(st);
             self.queue_turn(&id);
@@ -1252,10 +1313,17 @@ impl Engine {
         record.last_updated = Some(now_ts());
         let mut batch = Batch::default();
         self.inner.store.put_record(&mut batch, &id, &record);
-        self.inner.store.commit(batch).await.map_err(internal)?;
+        let pending = self.submit(&mut st, batch).map_err(internal)?;
         st.record = Some(record);
         drop(st);
+        drop(slot);
+        // The turn may see the result before it is durable (see the module
+        // docs); the worker hears back only once it is.
         self.queue_turn(&id);
+        if let Err(e) = pending.wait().await {
+            self.forget_failed(&id).await;
+            return Err(internal(e));
+        }
         Ok(())
     }
 
@@ -1290,7 +1358,7 @@ impl Engine {
         if is_terminal(record.status) && record.outbox.is_empty() {
             batch.index(sender, IndexChange::Terminal);
         }
-        if let Err(e) = self.inner.store.commit(batch).await {
+        if let Err(e) = self.write(&mut st, sender, batch).await {
             warn!(instance = sender, error = %e, "workflow outbox cleanup failed");
             return;
         }
@@ -1358,7 +1426,7 @@ impl Engine {
         self.inner
             .store
             .put_record(&mut batch, &msg.target, &record);
-        self.inner.store.commit(batch).await?;
+        self.write(&mut st, &msg.target, batch).await?;
         let status = record.status;
         st.record = Some(record);
         drop(st);
@@ -1472,7 +1540,7 @@ impl Engine {
         record.last_updated = Some(now_ts());
         let mut batch = Batch::default();
         self.inner.store.put_record(&mut batch, id, &record);
-        self.inner.store.commit(batch).await?;
+        self.write(&mut st, id, batch).await?;
         st.record = Some(record);
         drop(st);
         self.queue_turn(id);
@@ -1623,7 +1691,9 @@ impl Inner {
             .record
             .as_ref()
             .is_none_or(|r| is_terminal(r.status) && r.outbox.is_empty());
-        let evict = st.turn.is_none() && (finished || over_capacity);
+        // A write still in flight means the store is behind the cache.
+        let settled = st.last.as_ref().is_none_or(PendingWrite::is_settled);
+        let evict = st.turn.is_none() && settled && (finished || over_capacity);
         drop(st);
         if evict {
             slots.remove(id);

@@ -19,7 +19,7 @@
 
 use std::{
     collections::{HashMap, HashSet},
-    sync::{Arc, OnceLock},
+    sync::{Arc, Mutex as StdMutex, OnceLock},
 };
 
 use bytes::Bytes;
@@ -27,7 +27,7 @@ use dapr_components::state::{
     Consistency, DeleteRequest, GetRequest, SetRequest, StateError, StateStore, TransactionOp,
 };
 use prost::Message;
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::{mpsc, oneshot, watch};
 use tracing::debug;
 
 use crate::proto::{HistoryEvent, OrchestrationStatus, ParentInstanceInfo, TaskFailureDetails};
@@ -175,6 +175,18 @@ pub struct WorkflowStore {
     prefix: String,
     /// The committer task, started on first use (it needs a runtime).
     committer: Arc<OnceLock<mpsc::UnboundedSender<Job>>>,
+    /// Ids listed in the committed index, per loaded shard.
+    listed: Arc<StdMutex<Listed>>,
+}
+
+/// The committed index's ids, for answering "does this instance exist?"
+/// without a read. Only the committer changes it, after its transaction
+/// committed; callers ask while holding the instance's lock, which every
+/// write that adds or removes the instance also holds.
+#[derive(Default)]
+struct Listed {
+    loaded: HashSet<u32>,
+    ids: HashSet<String>,
 }
 
 /// A write that is applied atomically by `commit`.
@@ -184,11 +196,37 @@ pub struct Batch {
     index: Vec<(String, IndexChange)>,
 }
 
+/// A submitted batch's outcome, once the committer has it. Clones share it.
+#[derive(Clone)]
+pub struct PendingWrite(watch::Receiver<Option<Result<(), StateError>>>);
+
+impl PendingWrite {
+    /// Waits until the batch is durable (or failed).
+    pub async fn wait(mut self) -> Result<(), StoreError> {
+        match self.0.wait_for(Option::is_some).await {
+            Ok(v) => v.clone().unwrap_or(Ok(())).map_err(Into::into),
+            Err(_) => Err(committer_gone()),
+        }
+    }
+
+    /// Whether the outcome is known.
+    pub fn is_settled(&self) -> bool {
+        self.0.borrow().is_some()
+    }
+
+    fn failed(&self) -> bool {
+        matches!(&*self.0.borrow(), Some(Err(_)))
+    }
+}
+
 /// Work for the committer.
 enum Job {
     Commit {
         batch: Batch,
-        done: oneshot::Sender<Result<(), StateError>>,
+        /// The same instance's previous batch: if it failed, so does this
+        /// one (its writes assume the earlier ones).
+        after: Option<PendingWrite>,
+        done: watch::Sender<Option<Result<(), StateError>>>,
     },
     /// Every index shard, as committed.
     Index {
@@ -233,7 +271,18 @@ impl WorkflowStore {
             store,
             prefix: format!("{app_id}||dapr.internal.{namespace}.{app_id}.workflow||"),
             committer: Arc::new(OnceLock::new()),
+            listed: Arc::default(),
         }
+    }
+
+    /// Whether the committed index lists `id`; `None` when its shard has
+    /// not been read yet.
+    pub fn is_listed(&self, id: &str) -> Option<bool> {
+        let listed = self.listed.lock().unwrap_or_else(|p| p.into_inner());
+        listed
+            .loaded
+            .contains(&Self::shard_of(id))
+            .then(|| listed.ids.contains(id))
     }
 
     fn committer(&self) -> &mpsc::UnboundedSender<Job> {
@@ -243,6 +292,7 @@ impl WorkflowStore {
                 store: self.store.clone(),
                 keys: self.clone_keys(),
                 shards: HashMap::new(),
+                listed: self.listed.clone(),
             };
             tokio::spawn(committer.run(rx));
             tx
@@ -256,6 +306,7 @@ impl WorkflowStore {
             store: self.store.clone(),
             prefix: self.prefix.clone(),
             committer: Arc::new(OnceLock::new()),
+            listed: self.listed.clone(),
         }
     }
 
@@ -370,11 +421,30 @@ impl WorkflowStore {
         if batch.is_empty() {
             return Ok(());
         }
-        let (done, rx) = oneshot::channel();
+        self.submit(batch, None)?.wait().await
+    }
+
+    /// Queues the batch for the committer and returns at once. Batches are
+    /// committed in submission order, each no later than the ones after it,
+    /// and a batch whose `after` failed fails too.
+    pub fn submit(
+        &self,
+        batch: Batch,
+        after: Option<&PendingWrite>,
+    ) -> Result<PendingWrite, StoreError> {
+        let (done, rx) = watch::channel(None);
+        if batch.is_empty() {
+            done.send_replace(Some(Ok(())));
+            return Ok(PendingWrite(rx));
+        }
         self.committer()
-            .send(Job::Commit { batch, done })
+            .send(Job::Commit {
+                batch,
+                after: after.cloned(),
+                done,
+            })
             .map_err(|_| committer_gone())?;
-        rx.await.map_err(|_| committer_gone())?.map_err(Into::into)
+        Ok(PendingWrite(rx))
     }
 
     /// Every index shard as committed so far.
@@ -385,6 +455,10 @@ impl WorkflowStore {
             .map_err(|_| committer_gone())?;
         rx.await.map_err(|_| committer_gone())?.map_err(Into::into)
     }
+}
+
+fn earlier_failed() -> StateError {
+    StateError::Backend("an earlier write of this workflow instance failed".into())
 }
 
 fn committer_gone() -> StoreError {
@@ -399,6 +473,7 @@ struct Committer {
     keys: WorkflowStore,
     /// Shards as committed (loaded on first use).
     shards: HashMap<u32, IndexShard>,
+    listed: Arc<StdMutex<Listed>>,
 }
 
 impl Committer {
@@ -410,7 +485,12 @@ impl Committer {
             let mut next = Some(first);
             while let Some(job) = next.take() {
                 match job {
-                    Job::Commit { batch, done } => batches.push((batch, done)),
+                    Job::Commit { after, done, .. }
+                        if after.as_ref().is_some_and(PendingWrite::failed) =>
+                    {
+                        done.send_replace(Some(Err(earlier_failed())));
+                    }
+                    Job::Commit { batch, after, done } => batches.push((batch, after, done)),
                     Job::Index { done } => {
                         let _ = done.send(self.all_shards().await);
                     }
@@ -422,21 +502,26 @@ impl Committer {
             if batches.is_empty() {
                 continue;
             }
-            let refs: Vec<&Batch> = batches.iter().map(|(b, _)| b).collect();
+            let refs: Vec<&Batch> = batches.iter().map(|(b, _, _)| b).collect();
             let result = self.apply(&refs).await;
             if result.is_err() && batches.len() > 1 {
-                // One bad batch must not fail the others: retry one by one.
+                // One bad batch must not fail the others: retry one by one
+                // (in order, so a failure also fails the batches after it).
                 debug!(
                     batches = batches.len(),
                     "workflow group commit failed; committing its batches one by one"
                 );
-                for (batch, done) in batches {
-                    let r = self.apply(&[&batch]).await;
-                    let _ = done.send(r);
+                for (batch, after, done) in batches {
+                    let r = if after.as_ref().is_some_and(PendingWrite::failed) {
+                        Err(earlier_failed())
+                    } else {
+                        self.apply(&[&batch]).await
+                    };
+                    done.send_replace(Some(r));
                 }
             } else {
-                for (_, done) in batches {
-                    let _ = done.send(result.clone());
+                for (_, _, done) in batches {
+                    done.send_replace(Some(result.clone()));
                 }
             }
         }
@@ -448,6 +533,13 @@ impl Committer {
                 StoreError::State(s) => s,
                 other => StateError::Backend(other.to_string()),
             })?;
+            {
+                let mut listed = self.listed.lock().unwrap_or_else(|p| p.into_inner());
+                listed
+                    .ids
+                    .extend(loaded.entries.iter().map(|e| e.instance_id.clone()));
+                listed.loaded.insert(shard);
+            }
             self.shards.insert(shard, loaded);
         }
         self.shards
@@ -485,6 +577,16 @@ impl Committer {
             return Ok(());
         }
         self.store.transact(&ops).await?;
+        {
+            let mut listed = self.listed.lock().unwrap_or_else(|p| p.into_inner());
+            for (id, change) in batches.iter().flat_map(|b| b.index.iter()) {
+                if *change == IndexChange::Remove {
+                    listed.ids.remove(id);
+                } else {
+                    listed.ids.insert(id.clone());
+                }
+            }
+        }
         self.shards.extend(touched);
         Ok(())
     }
@@ -517,4 +619,65 @@ pub fn listed_ids(shards: &[IndexShard]) -> Vec<String> {
         .filter(|e| seen.insert(e.instance_id.as_str()))
         .map(|e| e.instance_id.clone())
         .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use dapr_components::state::memory::InMemoryStore;
+
+    use super::*;
+
+    fn created(store: &WorkflowStore, id: &str) -> Batch {
+        let mut b = Batch::default();
+        store.put_record(&mut b, id, &InstanceRecord::default());
+        b.index(id, IndexChange::Active);
+        b
+    }
+
+    #[tokio::test]
+    async fn concurrent_batches_all_land_and_are_listed() {
+        let store = WorkflowStore::new(Arc::new(InMemoryStore::new()), "app", "ns");
+        let pending: Vec<PendingWrite> = (0..50)
+            .map(|i| store.submit(created(&store, &format!("i{i}")), None))
+            .collect::<Result<_, _>>()
+            .unwrap();
+        for p in pending {
+            p.wait().await.unwrap();
+        }
+        assert_eq!(listed_ids(&store.index().await.unwrap()).len(), 50);
+        assert_eq!(store.is_listed("i7"), Some(true));
+        assert_eq!(store.is_listed("nope"), Some(false));
+        assert!(store.load_record("i7").await.unwrap().is_some());
+        let mut gone = Batch::default();
+        gone.delete(store.record_key("i7"));
+        gone.index("i7", IndexChange::Remove);
+        store.commit(gone).await.unwrap();
+        assert_eq!(store.is_listed("i7"), Some(false));
+        assert_eq!(listed_ids(&store.index().await.unwrap()).len(), 49);
+    }
+
+    #[tokio::test]
+    async fn a_failed_batch_fails_the_batches_chained_to_it_only() {
+        let store = WorkflowStore::new(Arc::new(InMemoryStore::new()), "app", "ns");
+        store.index().await.unwrap();
+        // An etag on a missing key cannot match.
+        let mut bad = Batch::default();
+        bad.ops.push(TransactionOp::Set(SetRequest {
+            key: "k".into(),
+            value: Bytes::from_static(b"v"),
+            etag: Some("1".into()),
+            ..Default::default()
+        }));
+        let a = store.submit(bad, None).unwrap();
+        let b = store.submit(created(&store, "after"), Some(&a)).unwrap();
+        let c = store.submit(created(&store, "other"), None).unwrap();
+        assert!(a.wait().await.is_err());
+        assert!(b.clone().wait().await.is_err());
+        assert!(b.is_settled());
+        c.wait().await.unwrap();
+        assert!(store.load_record("after").await.unwrap().is_none());
+        assert_eq!(store.is_listed("after"), Some(false));
+        assert!(store.load_record("other").await.unwrap().is_some());
+        assert_eq!(store.is_listed("other"), Some(true));
+    }
 }
