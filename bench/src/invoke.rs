@@ -403,6 +403,8 @@ enum Target {
     Sidecar,
     /// The same path with --enable-mtls between the sidecars.
     SidecarMtls,
+    /// Two chained nginx reverse proxies (--reference-proxy).
+    Nginx,
 }
 
 impl Target {
@@ -411,6 +413,7 @@ impl Target {
             Target::Direct => "direct",
             Target::Sidecar => "sidecar",
             Target::SidecarMtls => "mtls",
+            Target::Nginx => "nginx",
         }
     }
 }
@@ -747,6 +750,13 @@ async fn run_protocol(
         if let (Some(m), Some(p)) = (mtls, mtls_pids) {
             run_target(args, protocol, Target::SidecarMtls, m, p, rows).await?;
         }
+        // The reference: the same HTTP path through two nginx hops.
+        if let (Protocol::Http, Some(bin)) = (protocol, &args.reference_proxy) {
+            let pair = crate::reference_proxy::NginxPair::start(bin, app.port)?;
+            let via = Caller::http(pair.port, &format!("/{METHOD}"), body.clone())?;
+            wait_callable(&via).await?;
+            run_target(args, protocol, Target::Nginx, via, pair.pids(), rows).await?;
+        }
         anyhow::Ok(())
     }
     .await;
@@ -903,10 +913,10 @@ fn print(args: &InvokeArgs, rows: &[Row], runs: &[ProtocolRun]) {
             format!(
                 "{}{}",
                 protocol_name(s.protocol),
-                if s.target == Target::SidecarMtls {
-                    "+m"
-                } else {
-                    ""
+                match s.target {
+                    Target::SidecarMtls => "+m",
+                    Target::Nginx => "+ngx",
+                    _ => "",
                 }
             ),
             s.shape.to_string(),
@@ -916,7 +926,10 @@ fn print(args: &InvokeArgs, rows: &[Row], runs: &[ProtocolRun]) {
             ratio
         );
     }
-    println!("(throughput = sidecar req/s / direct req/s in the same shape; +m = the mTLS pair)");
+    println!(
+        "(throughput = sidecar req/s / direct req/s in the same shape; +m = the mTLS pair; \
+         +ngx = two chained nginx proxies instead of the sidecars)"
+    );
 
     if rows.iter().any(|r| r.target == Target::SidecarMtls) {
         println!();
@@ -971,7 +984,7 @@ fn print(args: &InvokeArgs, rows: &[Row], runs: &[ProtocolRun]) {
             m(r.mcpu.bench),
         );
     }
-    println!("(daprd A/B in direct rows: the sidecars sitting idle)");
+    println!("(daprd A/B in direct rows: the sidecars sitting idle; in nginx rows: nginx A and B)");
     println!();
     for run in runs {
         println!(

@@ -17,6 +17,7 @@ mod invoke;
 mod load;
 mod lock;
 mod procfs;
+mod reference_proxy;
 mod report;
 mod state;
 mod workflow;
@@ -161,6 +162,11 @@ pub struct InvokeArgs {
     /// to a local sink (off when absent).
     #[arg(long)]
     pub tracing_sampling: Option<f64>,
+    /// Also run the HTTP phases through two chained nginx reverse proxies
+    /// (this nginx binary, e.g. /usr/sbin/nginx): what two proxy hops cost
+    /// on this machine with a mature C proxy, as a reference for the sidecars.
+    #[arg(long)]
+    pub reference_proxy: Option<PathBuf>,
 }
 
 impl InvokeArgs {
