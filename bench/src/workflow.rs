@@ -143,6 +143,8 @@ struct Phase {
     elapsed: Duration,
     latency: Histogram<u64>,
     rss_mib: f64,
+    /// daprd's CPU time (user + system) over the phase.
+    daprd_cpu: Option<Duration>,
 }
 
 async fn phase(
@@ -153,6 +155,7 @@ async fn phase(
     run: &str,
 ) -> anyhow::Result<Phase> {
     let next = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let cpu_before = procfs::cpu_time(Some(pid));
     let started = Instant::now();
     let mut tasks = Vec::new();
     for _ in 0..concurrency {
@@ -200,6 +203,9 @@ async fn phase(
         latency.add(t.await??)?;
     }
     let elapsed = started.elapsed();
+    let daprd_cpu = procfs::cpu_time(Some(pid))
+        .zip(cpu_before)
+        .map(|(after, before)| after.saturating_sub(before));
     let rss_mib = procfs::memory(pid).map_or(0.0, |m| procfs::mib(m.rss));
     Ok(Phase {
         concurrency,
@@ -207,7 +213,17 @@ async fn phase(
         elapsed,
         latency,
         rss_mib,
+        daprd_cpu,
     })
+}
+
+/// The 1-minute load average: the machine may be shared, and these figures
+/// depend on it.
+fn load_average() -> String {
+    std::fs::read_to_string("/proc/loadavg")
+        .ok()
+        .and_then(|l| l.split_whitespace().next().map(str::to_owned))
+        .unwrap_or_else(|| "?".into())
 }
 
 pub async fn run(args: WorkflowArgs) -> anyhow::Result<()> {
@@ -243,17 +259,24 @@ pub async fn run(args: WorkflowArgs) -> anyhow::Result<()> {
         "bench workflow: 3-activity chains through daprd ({}), embedded SQLite state store",
         args.daprd.display()
     );
-    println!("daprd idle RSS {idle:.1} MiB");
     println!(
-        "| starters | workflows | workflows/s | p50 start→done | p90 | p99 | daprd RSS after |"
+        "daprd idle RSS {idle:.1} MiB; load average {}",
+        load_average()
     );
-    println!("|---|---|---|---|---|---|---|");
+    println!(
+        "| starters | workflows | workflows/s | p50 start→done | p90 | p99 | daprd CPU per workflow | daprd RSS after |"
+    );
+    println!("|---|---|---|---|---|---|---|---|");
     for &c in &args.concurrency {
         let p = phase(&client, c, args.workflows, pid, &run_id).await?;
         let rate = p.completed as f64 / p.elapsed.as_secs_f64();
         let ms = |q: f64| p.latency.value_at_quantile(q) as f64 / 1000.0;
+        let cpu = p.daprd_cpu.map_or_else(
+            || "?".to_owned(),
+            |c| format!("{:.2} ms", c.as_secs_f64() * 1000.0 / p.completed as f64),
+        );
         println!(
-            "| {} | {} | {:.0} | {:.2} ms | {:.2} ms | {:.2} ms | {:.1} MiB |",
+            "| {} | {} | {:.0} | {:.2} ms | {:.2} ms | {:.2} ms | {cpu} | {:.1} MiB |",
             p.concurrency,
             p.completed,
             rate,
@@ -264,7 +287,8 @@ pub async fn run(args: WorkflowArgs) -> anyhow::Result<()> {
         );
     }
     println!(
-        "(Dapr 1.17 publishes ~98 workflows/s with 110 parallel starters; target here ≥ 1000/s)"
+        "(Dapr 1.17 publishes ~98 workflows/s with 110 parallel starters; target here ≥ 1000/s; load average now {})",
+        load_average()
     );
     worker_task.abort();
     daprd.stop()?;
