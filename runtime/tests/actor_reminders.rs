@@ -748,3 +748,164 @@ async fn reminders_follow_the_owner_across_hosts() {
         204
     );
 }
+
+/// Reminder fires per second from one daprd to its app: `N` reminders of a
+/// `period` (N / period demanded), counted by a minimal app. Not a
+/// pass/fail test; run with
+/// `DAPRD_BIN=target/release/daprd cargo test -p daprd --test actor_reminders -- --ignored --nocapture measure`
+/// (`BENCH_REMINDERS` (5000), `BENCH_PERIOD` (100ms), `BENCH_SECS` (5),
+/// `BENCH_STORE` `sqlite` | `memory`).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore]
+async fn measure_reminder_throughput() {
+    use std::sync::atomic::{AtomicU64, Ordering};
+    let env = |k: &str, d: &str| std::env::var(k).unwrap_or_else(|_| d.to_owned());
+    let n: usize = env("BENCH_REMINDERS", "5000").parse().unwrap();
+    let period = env("BENCH_PERIOD", "100ms");
+    let secs: u64 = env("BENCH_SECS", "5").parse().unwrap();
+    let bin = env("DAPRD_BIN", DAPRD);
+    let dir = tempfile::tempdir().unwrap();
+    let res = dir.path().join("res");
+    std::fs::create_dir_all(&res).unwrap();
+    let db = dir.path().join("actors.db");
+    let store = if env("BENCH_STORE", "sqlite") == "memory" {
+        component_yaml(
+            "actorstore",
+            "state.in-memory",
+            &[("actorStateStore", "true")],
+        )
+    } else {
+        component_yaml(
+            "actorstore",
+            "state.sqlite",
+            &[
+                ("connectionString", &db.display().to_string()),
+                ("actorStateStore", "true"),
+            ],
+        )
+    };
+    write_resource(&res, "state.yaml", &store);
+    let placement = start_placement(dir.path()).await;
+
+    let fired = Arc::new(AtomicU64::new(0));
+    let f = fired.clone();
+    let router = Router::new()
+        .route(
+            "/dapr/config",
+            get(|| async {
+                (
+                    [("content-type", "application/json")],
+                    r#"{"entities":["Bench"],"remindersStoragePartitions":64,"actorIdleTimeout":"1h"}"#,
+                )
+            }),
+        )
+        .route("/healthz", get(|| async { StatusCode::OK }))
+        .route(
+            "/actors/{t}/{id}/method/{*rest}",
+            any(move || {
+                let f = f.clone();
+                async move {
+                    f.fetch_add(1, Ordering::Relaxed);
+                    StatusCode::OK
+                }
+            }),
+        );
+    let listener = tokio::net::TcpListener::bind(SocketAddr::from(([127, 0, 0, 1], 0)))
+        .await
+        .unwrap();
+    let app_port = listener.local_addr().unwrap().port();
+    tokio::spawn(async move { axum::serve(listener, router).await });
+
+    let (http_port, grpc_port) = (free_port(), free_port());
+    let mut child = Command::new(&bin)
+        .args([
+            "--app-id",
+            "bench-reminders",
+            "--app-port",
+            &app_port.to_string(),
+        ])
+        .args(["--dapr-http-port", &http_port.to_string()])
+        .args(["--dapr-grpc-port", &grpc_port.to_string()])
+        .args(["--dapr-internal-grpc-port", &free_port().to_string()])
+        .args([
+            "--placement-host-address",
+            &format!("127.0.0.1:{}", placement.port),
+        ])
+        .args([
+            "--dapr-listen-addresses",
+            "127.0.0.1",
+            "--log-level",
+            "warn",
+        ])
+        .args(["--resources-path", &res.display().to_string()])
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let pid = child.id();
+    let base = format!("http://127.0.0.1:{http_port}");
+    let ready = format!("{base}/v1.0/healthz");
+    assert!(
+        poll(Duration::from_secs(20), || async {
+            request("GET", &ready, None, &[])
+                .await
+                .is_ok_and(|r| r.status == 204)
+        })
+        .await,
+        "daprd did not start"
+    );
+    let created = std::time::Instant::now();
+    // Created far enough ahead that they start together, aligned.
+    let register = |i: usize| {
+        let u = format!("{base}/v1.0/actors/Bench/b{i}/reminders/r");
+        let body = format!(r#"{{"dueTime":"0s","period":"{period}"}}"#);
+        async move {
+            for _ in 0..400 {
+                if http("POST", &u, &body).await.status == 204 {
+                    return;
+                }
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+            panic!("could not register {u}");
+        }
+    };
+    register(0).await;
+    let mut next = 1;
+    while next < n {
+        let batch: Vec<_> = (next..(next + 64).min(n)).map(register).collect();
+        next += batch.len();
+        futures::future::join_all(batch).await;
+    }
+    println!(
+        "registered {n} reminders (period {period}) in {:.1} s",
+        created.elapsed().as_secs_f64()
+    );
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let cpu = |pid: u32| -> f64 {
+        let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+        let after = stat.rsplit(')').next().unwrap_or("").to_owned();
+        let f: Vec<&str> = after.split_whitespace().collect();
+        let ticks: f64 = f.get(11).and_then(|x| x.parse().ok()).unwrap_or(0.0)
+            + f.get(12).and_then(|x| x.parse().ok()).unwrap_or(0.0);
+        ticks / 100.0
+    };
+    let (c0, f0, t0) = (
+        cpu(pid),
+        fired.load(Ordering::Relaxed),
+        std::time::Instant::now(),
+    );
+    tokio::time::sleep(Duration::from_secs(secs)).await;
+    let (c1, f1, el) = (cpu(pid), fired.load(Ordering::Relaxed), t0.elapsed());
+    let rate = (f1 - f0) as f64 / el.as_secs_f64();
+    let load = std::fs::read_to_string("/proc/loadavg").unwrap_or_default();
+    println!(
+        "reminders fired: {rate:.0}/s over {:.1} s; daprd CPU {:.0}% of one core; load average {}",
+        el.as_secs_f64(),
+        (c1 - c0) / el.as_secs_f64() * 100.0,
+        load.split_whitespace()
+            .take(3)
+            .collect::<Vec<_>>()
+            .join(" ")
+    );
+    let _ = child.kill();
+    let _ = child.wait();
+}

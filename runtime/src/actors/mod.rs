@@ -325,6 +325,36 @@ impl ActorRuntime {
         req: CallbackRequest,
     ) -> Result<CallbackOutcome, ActorError> {
         let call = app::callback_call(&req)?;
+        self.deliver_call(call).await
+    }
+
+    /// [`ActorRuntime::deliver_callback`] with the JSON body already built
+    /// (`method` is `remind/<name>` or `timer/<name>`).
+    pub async fn deliver_callback_body(
+        &self,
+        actor_type: String,
+        actor_id: String,
+        method: String,
+        body: Bytes,
+    ) -> Result<CallbackOutcome, ActorError> {
+        let mut headers = HeaderMap::new();
+        headers.insert(
+            http::header::CONTENT_TYPE,
+            http::HeaderValue::from_static("application/json"),
+        );
+        self.deliver_call(ActorCall {
+            actor_type,
+            actor_id,
+            method,
+            verb: Method::PUT,
+            query: None,
+            headers,
+            data: body,
+        })
+        .await
+    }
+
+    async fn deliver_call(&self, call: ActorCall) -> Result<CallbackOutcome, ActorError> {
         let resp = self.call(call).await?;
         let cancel = resp
             .headers

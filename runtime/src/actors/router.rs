@@ -18,6 +18,13 @@ const REROUTE_PAUSE: Duration = Duration::from_millis(50);
 impl ActorRuntime {
     /// Calls an actor method wherever the actor lives.
     pub async fn call(&self, call: ActorCall) -> Result<ActorResponse, ActorError> {
+        // Fast path: owned here with the tables settled (no waiting needed).
+        if self.owner(&call.actor_type, &call.actor_id) == Owner::Local {
+            match self.call_local(call.clone()).await {
+                Err(e) if e.is_retriable_routing() => {}
+                other => return other,
+            }
+        }
         let deadline = Instant::now() + self.placement_wait;
         loop {
             let left = deadline.saturating_duration_since(Instant::now());

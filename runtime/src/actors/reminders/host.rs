@@ -6,10 +6,8 @@ use std::sync::{Arc, Weak};
 use async_trait::async_trait;
 use dapr_components::state::StateStore;
 
-use super::{Callback, DeliverError, Delivery, Kind, Owner, ReminderHost, Reminders};
-use crate::actors::{
-    self, ActorError, ActorRuntime, CallbackKind, CallbackOutcome, CallbackRequest,
-};
+use super::{Callback, DeliverError, Delivery, Owner, ReminderHost, Reminders};
+use crate::actors::{self, ActorError, ActorRuntime, CallbackOutcome};
 
 #[async_trait]
 impl ReminderHost for ActorRuntime {
@@ -47,26 +45,12 @@ impl ReminderHost for ActorRuntime {
     }
 
     async fn deliver(&self, cb: Callback) -> Result<Delivery, DeliverError> {
-        let data = cb
-            .data
-            .as_ref()
-            .and_then(|d| serde_json::from_slice::<serde_json::Value>(d).ok());
-        let kind = match cb.kind {
-            Kind::Reminder => CallbackKind::Reminder { name: cb.name },
-            Kind::Timer => CallbackKind::Timer {
-                name: cb.name,
-                callback: cb.callback,
-            },
-        };
-        let req = CallbackRequest {
-            actor_type: cb.actor_type,
-            actor_id: cb.actor_id,
-            kind,
-            data,
-            due_time: cb.due_time,
-            period: cb.period,
-        };
-        match self.deliver_callback(req).await {
+        // The body was built once per reminder (`Callback::body`).
+        let method = cb.method();
+        match self
+            .deliver_callback_body(cb.actor_type, cb.actor_id, method, cb.body)
+            .await
+        {
             Ok(CallbackOutcome::Delivered) => Ok(Delivery::Done),
             Ok(CallbackOutcome::Cancel) => Ok(Delivery::Cancel),
             Err(ActorError::NotHostedHere(_)) => Err(DeliverError::NotLocal),

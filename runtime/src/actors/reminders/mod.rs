@@ -512,12 +512,21 @@ impl Reminders {
             let keys: Vec<String> = start.iter().map(Reminder::key).collect();
             let tracks = store.tracks(&keys).await;
             let mut started = 0usize;
+            let now = Utc::now();
             for (mut r, track) in start.into_iter().zip(tracks) {
                 let origin = r.registered_time;
+                let tracked = track.is_some();
                 if let Some(t) = track {
                     r.apply_track(&t);
+                    if r.period.repeats < 0 {
+                        // Unbounded: only the first fire is tracked, so
+                        // resume on the grid rather than replaying ticks.
+                        r.registered_time = r.period.first_at_or_after(r.registered_time, now);
+                    }
                 }
-                let (_, earliest) = self.lock_queue().upsert_from(Kind::Reminder, r, origin);
+                let (_, earliest) =
+                    self.lock_queue()
+                        .upsert_from(Kind::Reminder, r, origin, tracked);
                 if earliest {
                     self.wake.notify_one();
                 }
@@ -659,7 +668,7 @@ impl Reminders {
             due_time: r.due_time.clone(),
             period: r.period.value.clone(),
             callback: r.callback.clone(),
-            body: r.callback_body(kind),
+            body: fire.body.clone(),
         };
         let outcome = host.deliver(cb).await;
         match kind {
@@ -688,7 +697,12 @@ impl Reminders {
             self.finish(&fire).await;
             return;
         }
-        if kind == Kind::Reminder {
+        // Progress is persisted when it matters on resume: repetition
+        // counts, and the first fire (an unbounded reminder that has fired
+        // resumes on its grid; one that never fired fires its first tick).
+        // Not every tick: that would be a store write per fire.
+        if kind == Kind::Reminder && (fire.reminder.period.repeats > 0 || !fire.tracked) {
+            fire.tracked = true;
             self.pending_tracks
                 .lock()
                 .unwrap_or_else(|e| e.into_inner())

@@ -322,6 +322,35 @@ impl Period {
         self.repeats != 0 && !self.span.is_zero()
     }
 
+    /// The first tick of the grid `t`, `t + period`, ... at or after `now`
+    /// (`t` itself when it is not in the past or there is no period).
+    pub fn first_at_or_after(&self, t: DateTime<Utc>, now: DateTime<Utc>) -> DateTime<Utc> {
+        if t >= now || self.span.is_zero() {
+            return t;
+        }
+        let s = &self.span;
+        if s.years == 0 && s.months == 0 && s.days == 0 && s.nanos > 0 {
+            // A fixed step: jump straight there.
+            let behind = (now - t).num_nanoseconds().unwrap_or(i64::MAX);
+            let steps = behind / s.nanos + i64::from(behind % s.nanos != 0);
+            if let Some(step) = steps.checked_mul(s.nanos)
+                && let Some(at) = t.checked_add_signed(TimeDelta::nanoseconds(step))
+            {
+                return at;
+            }
+            return now;
+        }
+        // Calendar steps (days, months): walk, bounded.
+        let mut at = t;
+        for _ in 0..100_000 {
+            if at >= now {
+                return at;
+            }
+            at = self.following(at);
+        }
+        now
+    }
+
     /// The tick after `t`.
     pub fn following(&self, t: DateTime<Utc>) -> DateTime<Utc> {
         self.span.add_to(t).unwrap_or(DateTime::<Utc>::MAX_UTC)
@@ -434,5 +463,29 @@ mod tests {
             Period::parse("P1MT1H").unwrap().following(t).to_rfc3339(),
             "2024-02-01T01:00:00+00:00"
         );
+    }
+
+    #[test]
+    fn resumes_on_the_grid() {
+        let t = DateTime::parse_from_rfc3339("2024-01-01T00:00:00Z")
+            .unwrap()
+            .with_timezone(&Utc);
+        let p = Period::parse("500ms").unwrap();
+        let now = t + TimeDelta::milliseconds(1_200);
+        assert_eq!(
+            p.first_at_or_after(t, now),
+            t + TimeDelta::milliseconds(1_500)
+        );
+        assert_eq!(p.first_at_or_after(now, t), now, "future ticks stay");
+        let on = t + TimeDelta::milliseconds(1_000);
+        assert_eq!(p.first_at_or_after(t, on), on, "a tick exactly now fires");
+        let m = Period::parse("P1M").unwrap();
+        let later = t + TimeDelta::days(40);
+        assert_eq!(
+            m.first_at_or_after(t, later).to_rfc3339(),
+            "2024-03-01T00:00:00+00:00"
+        );
+        let none = Period::parse("").unwrap();
+        assert_eq!(none.first_at_or_after(t, later), t);
     }
 }

@@ -9,6 +9,7 @@ use std::{
     sync::Mutex,
 };
 
+use bytes::Bytes;
 use chrono::{DateTime, Utc};
 use tokio::time::Instant;
 
@@ -24,6 +25,10 @@ struct Entry {
     origin: DateTime<Utc>,
     /// `None` while a delivery holds it.
     reminder: Option<Reminder>,
+    /// The callback body (fixed per definition), built once.
+    body: Bytes,
+    /// A track of this reminder is in the store.
+    tracked: bool,
     due: Option<(Instant, u64)>,
 }
 
@@ -41,6 +46,8 @@ pub struct Fire {
     pub id: EntryId,
     pub generation: u64,
     pub reminder: Reminder,
+    pub body: Bytes,
+    pub tracked: bool,
 }
 
 pub fn instant_for(t: DateTime<Utc>) -> Instant {
@@ -61,7 +68,7 @@ impl Queue {
     /// the earliest entry (the task must wake).
     pub fn upsert(&mut self, kind: Kind, reminder: Reminder) -> (u64, bool) {
         let origin = reminder.registered_time;
-        self.upsert_from(kind, reminder, origin)
+        self.upsert_from(kind, reminder, origin, false)
     }
 
     /// As [`Queue::upsert`] for a stored reminder resumed from its track:
@@ -71,6 +78,7 @@ impl Queue {
         kind: Kind,
         reminder: Reminder,
         origin: DateTime<Utc>,
+        tracked: bool,
     ) -> (u64, bool) {
         let id = (kind, reminder.key());
         self.remove(&id);
@@ -89,6 +97,8 @@ impl Queue {
             Entry {
                 generation,
                 origin,
+                body: reminder.callback_body(kind),
+                tracked,
                 reminder: Some(reminder),
                 due: Some(due),
             },
@@ -197,6 +207,8 @@ impl Queue {
                     id,
                     generation: e.generation,
                     reminder,
+                    body: e.body.clone(),
+                    tracked: e.tracked,
                 });
             }
         }
@@ -217,6 +229,7 @@ impl Queue {
         let due = (at, seq);
         let earliest = self.order.keys().next().is_none_or(|first| due < *first);
         e.reminder = Some(fire.reminder);
+        e.tracked = fire.tracked;
         e.due = Some(due);
         self.order.insert(due, fire.id);
         earliest
