@@ -168,6 +168,9 @@ struct SlotState {
     record: Option<InstanceRecord>,
     history: Vec<HistoryEvent>,
     turn: Option<TurnInFlight>,
+    /// Whether `history` holds the stored history (status queries need
+    /// only the record, so it is read on first need).
+    history_loaded: bool,
     /// The instance's latest submitted write (its successors are chained
     /// to it).
     last: Option<PendingWrite>,
@@ -327,25 +330,33 @@ impl Engine {
         }
     }
 
-    async fn ensure_loaded(&self, st: &mut SlotState, id: &str) -> Result<(), StoreError> {
+    /// Loads the instance's record (not its history) unless cached.
+    async fn ensure_record(&self, st: &mut SlotState, id: &str) -> Result<(), StoreError> {
         if st.loaded {
             return Ok(());
         }
         // An id the index does not list has nothing stored (a new instance
         // is the common case): skip the read.
-        if self.inner.store.is_listed(id) == Some(false) {
-            st.record = None;
-            st.history.clear();
-            st.loaded = true;
-            return Ok(());
-        }
-        let record = self.inner.store.load_record(id).await?;
-        st.history = match &record {
-            Some(r) => self.inner.store.load_history(id, r.history_chunks).await?,
-            None => Vec::new(),
+        let record = if self.inner.store.is_listed(id) == Some(false) {
+            None
+        } else {
+            self.inner.store.load_record(id).await?
         };
+        st.history.clear();
+        st.history_loaded = record.as_ref().is_none_or(|r| r.history_chunks == 0);
         st.record = record;
         st.loaded = true;
+        Ok(())
+    }
+
+    /// Loads the record and the history unless cached.
+    async fn ensure_loaded(&self, st: &mut SlotState, id: &str) -> Result<(), StoreError> {
+        self.ensure_record(st, id).await?;
+        if !st.history_loaded {
+            let chunks = st.record.as_ref().map_or(0, |r| r.history_chunks);
+            st.history = self.inner.store.load_history(id, chunks).await?;
+            st.history_loaded = true;
+        }
         Ok(())
     }
 
@@ -364,7 +375,7 @@ impl Engine {
         }
         let slot = self.slot(&id);
         let mut st = slot.state.lock().await;
-        self.ensure_loaded(&mut st, &id).await?;
+        self.ensure_record(&mut st, &id).await?;
         let mut batch = Batch::default();
         if let Some(old) = &st.record {
             if !is_terminal(old.status) {
@@ -409,6 +420,7 @@ impl Engine {
         let scheduled = record.scheduled_start;
         st.record = Some(record);
         st.history.clear();
+        st.history_loaded = true;
         st.turn = None;
         drop(st);
         slot.status
@@ -439,7 +451,7 @@ impl Engine {
         validate_instance_id(id, false)?;
         let slot = self.slot(id);
         let mut st = slot.state.lock().await;
-        self.ensure_loaded(&mut st, id).await?;
+        self.ensure_record(&mut st, id).await?;
         Ok(st.record.as_ref().map(|r| status_of(id, r)))
     }
 
@@ -467,7 +479,7 @@ impl Engine {
         loop {
             {
                 let mut st = slot.state.lock().await;
-                self.ensure_loaded(&mut st, id).await?;
+                self.ensure_record(&mut st, id).await?;
                 match &st.record {
                     None => return Ok(None),
                     Some(r) if done(r.status) => return Ok(Some(status_of(id, r))),
@@ -515,7 +527,7 @@ impl Engine {
             let children = {
                 let slot = self.slot(&target);
                 let mut st = slot.state.lock().await;
-                self.ensure_loaded(&mut st, &target).await?;
+                self.ensure_record(&mut st, &target).await?;
                 match &st.record {
                     None if first => return Err(WorkflowError::NotFound(target)),
                     None => Vec::new(),
@@ -576,7 +588,7 @@ impl Engine {
         while let Some(target) = pending.pop() {
             let slot = self.slot(&target);
             let mut st = slot.state.lock().await;
-            self.ensure_loaded(&mut st, &target).await?;
+            self.ensure_record(&mut st, &target).await?;
             let Some(record) = st.record.clone() else {
                 continue;
             };
@@ -630,7 +642,7 @@ impl Engine {
     ) -> Result<(), WorkflowError> {
         let slot = self.slot(id);
         let mut st = slot.state.lock().await;
-        self.ensure_loaded(&mut st, id).await?;
+        self.ensure_record(&mut st, id).await?;
         let Some(record) = st.record.as_ref() else {
             return if must_exist {
                 Err(WorkflowError::NotFound(id.to_owned()))
@@ -1344,7 +1356,7 @@ impl Engine {
         let slot = self.slot(sender);
         let mut st = slot.state.lock().await;
         // The sender may have been evicted from the cache meanwhile.
-        if let Err(e) = self.ensure_loaded(&mut st, sender).await {
+        if let Err(e) = self.ensure_record(&mut st, sender).await {
             warn!(instance = sender, error = %e, "workflow outbox cleanup failed");
             return;
         }
@@ -1376,7 +1388,7 @@ impl Engine {
         };
         let slot = self.slot(&msg.target);
         let mut st = slot.state.lock().await;
-        self.ensure_loaded(&mut st, &msg.target).await?;
+        self.ensure_record(&mut st, &msg.target).await?;
         let mut batch = Batch::default();
         let record = match (&st.record, &msg.create) {
             (Some(r), _) if r.received.contains(&msg.dedup) => return Ok(()),

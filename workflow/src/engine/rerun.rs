@@ -288,7 +288,7 @@ impl Engine {
 
         let slot = self.slot(&new_id);
         let mut st = slot.state.lock().await;
-        self.ensure_loaded(&mut st, &new_id).await?;
+        self.ensure_record(&mut st, &new_id).await?;
         if st.record.is_some() {
             return Err(WorkflowError::AlreadyExists(new_id));
         }
@@ -300,6 +300,7 @@ impl Engine {
         self.write(&mut st, &new_id, batch).await?;
         st.record = Some(record);
         st.history = history;
+        st.history_loaded = true;
         st.turn = None;
         drop(st);
         drop(slot);
