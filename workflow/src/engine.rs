@@ -38,6 +38,8 @@ use tokio::sync::{Mutex, Notify, mpsc, watch};
 
 mod purge;
 mod rerun;
+#[cfg(test)]
+mod tests;
 
 pub use purge::PurgeFilter;
 pub use rerun::RerunRequest;
