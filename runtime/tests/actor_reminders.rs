@@ -752,8 +752,9 @@ async fn reminders_follow_the_owner_across_hosts() {
 /// Reminder fires per second from one daprd to its app: `N` reminders of a
 /// `period` (N / period demanded), counted by a minimal app. Not a
 /// pass/fail test; run with
-/// `DAPRD_BIN=target/release/daprd cargo test -p daprd --test actor_reminders -- --ignored --nocapture measure`
-/// (`BENCH_REMINDERS` (5000), `BENCH_PERIOD` (100ms), `BENCH_SECS` (5),
+/// `cargo test --release -p daprd --test actor_reminders -- --ignored --nocapture measure`
+/// (release: the app runs in this process; `DAPRD_BIN` picks another daprd;
+/// `BENCH_REMINDERS` (5000), `BENCH_PERIOD` (100ms), `BENCH_SECS` (5),
 /// `BENCH_STORE` `sqlite` | `memory`).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 #[ignore]
