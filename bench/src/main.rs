@@ -17,6 +17,7 @@ mod invoke;
 mod load;
 mod lock;
 mod procfs;
+mod pubsub;
 mod reference_proxy;
 mod report;
 mod state;
@@ -51,6 +52,8 @@ enum Cmd {
     Lock(LockArgs),
     /// Workflows/s (3-activity chains) through daprd's workflow engine.
     Workflow(workflow::WorkflowArgs),
+    /// Publish → deliver through two daprd sidecars vs the broker's client.
+    Pubsub(pubsub::PubsubArgs),
 }
 
 #[derive(Debug, Clone, Args)]
@@ -335,5 +338,9 @@ fn main() -> anyhow::Result<()> {
             rt.block_on(injector::run(args))
         }
         Cmd::Workflow(args) => rt.block_on(workflow::run(args)),
+        Cmd::Pubsub(args) => {
+            args.validate()?;
+            rt.block_on(pubsub::run(args))
+        }
     }
 }
