@@ -20,8 +20,10 @@ pub use crate::pubsub::{StopSignal, Subscription as Reader};
 pub mod cron;
 pub mod http;
 pub mod localstorage;
+pub mod mqtt;
 pub mod mysql;
 pub mod postgres;
+pub mod rabbitmq;
 pub mod redis;
 pub mod sql;
 
@@ -34,6 +36,8 @@ pub const SUPPORTED_TYPES: &[&str] = &[
     "bindings.postgres",
     "bindings.postgresql",
     "bindings.mysql",
+    "bindings.rabbitmq",
+    "bindings.mqtt3",
 ];
 
 /// Operation names Dapr's components share (contrib's `OperationKind`).
@@ -198,6 +202,10 @@ pub async fn create(type_: &str, metadata: &ComponentMetadata) -> Result<Binding
         "bindings.mysql" => {
             Binding::output(Arc::new(mysql::MySqlBinding::connect(metadata).await?))
         }
+        "bindings.rabbitmq" => Binding::both(Arc::new(
+            rabbitmq::RabbitMqBinding::connect(metadata).await?,
+        )),
+        "bindings.mqtt3" => Binding::both(Arc::new(mqtt::MqttBinding::new(metadata)?)),
         other => return Err(BindingError::Unsupported(other.to_owned())),
     })
 }

@@ -19,6 +19,9 @@
 //! reused, the connections start clean sessions whatever `cleanSession` says
 //! (a persistent session under a throwaway id would only pile up on the
 //! broker); durability across replicas comes from the shared subscription.
+//!
+//! `bindings.mqtt3` reuses the connection, TLS, publish, subscribe and
+//! dispatch code below (the `pub(crate)` items).
 
 use std::{collections::HashMap, sync::Arc, time::Duration};
 
@@ -54,7 +57,7 @@ fn backend(what: &str, e: impl std::fmt::Display) -> PubSubError {
 
 /// Where and how to connect, from `url` and the TLS fields.
 #[derive(Clone)]
-struct Endpoint {
+pub(crate) struct Endpoint {
     host: String,
     port: u16,
     username: Option<String>,
@@ -64,7 +67,7 @@ struct Endpoint {
 
 /// `scheme://[user[:password]@]host[:port]`. `tcp`/`mqtt` are plain,
 /// `ssl`/`tls`/`tcps`/`mqtts` are TLS (Dapr's accepted schemes).
-fn parse_url(url: &str, md: &ComponentMetadata) -> Result<Endpoint, PubSubError> {
+pub(crate) fn parse_url(url: &str, md: &ComponentMetadata) -> Result<Endpoint, PubSubError> {
     let bad = |reason: &str| invalid("url", reason.to_owned());
     let (scheme, rest) = url
         .split_once("://")
@@ -158,7 +161,7 @@ fn tls_config(md: &ComponentMetadata) -> Result<TlsConfiguration, PubSubError> {
     Ok(TlsConfiguration::Rustls(Arc::new(config)))
 }
 
-fn parse_bool(v: Option<&str>, key: &str, default: bool) -> Result<bool, PubSubError> {
+pub(crate) fn parse_bool(v: Option<&str>, key: &str, default: bool) -> Result<bool, PubSubError> {
     match v {
         None => Ok(default),
         Some(v) => match v.to_ascii_lowercase().as_str() {
@@ -217,16 +220,22 @@ impl Settings {
             self.consumer_id,
             &uuid::Uuid::new_v4().simple().to_string()[..12]
         );
-        let e = &self.endpoint;
-        let mut o = MqttOptions::new(id, (e.host.clone(), e.port));
+        self.endpoint.options(id, true)
+    }
+}
+
+impl Endpoint {
+    /// Connection options with manual acks.
+    pub(crate) fn options(&self, client_id: String, clean_session: bool) -> MqttOptions {
+        let mut o = MqttOptions::new(client_id, (self.host.clone(), self.port));
         o.set_keep_alive(30)
-            .set_clean_session(true)
+            .set_clean_session(clean_session)
             .set_ack_mode(AckMode::Manual)
             .set_max_packet_size(MAX_PACKET, MAX_PACKET);
-        if let Some(tls) = &e.tls {
+        if let Some(tls) = &self.tls {
             o.set_transport(Transport::Tls(tls.clone()));
         }
-        match (&e.username, &e.password) {
+        match (&self.username, &self.password) {
             (Some(u), Some(p)) => {
                 o.set_credentials(u.clone(), Bytes::from(p.clone().into_bytes()));
             }
@@ -240,11 +249,15 @@ impl Settings {
 }
 
 /// Per-subscription settings: subscription metadata overrides the component's.
-struct SubscribeSettings {
-    filter: String,
-    concurrency: usize,
-    max_retries: i64,
-    backoff: Duration,
+pub(crate) struct SubscribeSettings {
+    pub(crate) filter: String,
+    pub(crate) concurrency: usize,
+    /// -1: retry until it succeeds or the subscription stops.
+    pub(crate) max_retries: i64,
+    pub(crate) backoff: Duration,
+    /// Unsubscribe on a graceful stop (a persistent session keeps the
+    /// subscription otherwise).
+    pub(crate) unsubscribe_on_stop: bool,
 }
 
 impl SubscribeSettings {
@@ -290,6 +303,7 @@ impl SubscribeSettings {
             concurrency,
             max_retries,
             backoff,
+            unsubscribe_on_stop: true,
         })
     }
 }
@@ -305,12 +319,12 @@ fn plain_topic(filter: &str) -> &str {
 /// A connection and the task polling its event loop. `subscription` is
 /// (re)subscribed after every CONNACK (sessions are clean, so a reconnect
 /// starts without subscriptions); incoming publishes go to `deliveries`.
-struct Conn {
-    client: AsyncClient,
-    task: JoinHandle<()>,
+pub(crate) struct Conn {
+    pub(crate) client: AsyncClient,
+    pub(crate) task: JoinHandle<()>,
 }
 
-async fn open(
+pub(crate) async fn open(
     options: MqttOptions,
     subscription: Option<(String, QoS)>,
     deliveries: Option<mpsc::UnboundedSender<rumqttc::Publish>>,
@@ -425,22 +439,14 @@ impl PubSub for MqttPubSub {
             "retain",
             self.settings.retain,
         )?;
-        let mut opts = PublishOptions::new(self.settings.qos);
-        if retain {
-            opts = opts.retained();
-        }
-        let what = format!("publish to '{}'", req.topic);
-        let notice = self
-            .publisher
-            .client
-            .publish_tracked(req.topic.as_str(), req.data.to_vec(), opts)
-            .await
-            .map_err(|e| backend(&what, e))?;
-        match tokio::time::timeout(WAIT, notice.wait_async()).await {
-            Ok(Ok(_)) => Ok(()),
-            Ok(Err(e)) => Err(backend(&what, e)),
-            Err(_) => Err(backend(&what, "no acknowledgement from the broker")),
-        }
+        publish(
+            &self.publisher.client,
+            &req.topic,
+            &req.data,
+            self.settings.qos,
+            retain,
+        )
+        .await
     }
 
     async fn subscribe(
@@ -458,30 +464,18 @@ impl PubSub for MqttPubSub {
             &format!("subscription to '{}'", s.filter),
         )
         .await?;
-        let what = format!("subscribe to '{}'", s.filter);
-        let subscribed = async {
-            let notice = conn
-                .client
-                .subscribe_tracked(s.filter.as_str(), qos)
-                .await
-                .map_err(|e| backend(&what, e))?;
-            let ack = tokio::time::timeout(WAIT, notice.wait_async())
-                .await
-                .map_err(|_| backend(&what, "timed out"))?
-                .map_err(|e| backend(&what, e))?;
-            if ack.return_codes.contains(&SubscribeReasonCode::Failure) {
-                return Err(backend(&what, "the broker refused the subscription"));
-            }
-            Ok(())
-        }
-        .await;
-        if let Err(e) = subscribed {
+        if let Err(e) = subscribe_acked(&conn.client, &s.filter, qos).await {
             conn.task.abort();
             return Err(e);
         }
         tracing::info!(filter = %s.filter, "mqtt pub/sub subscribed");
         let (stop_tx, stop) = StopSignal::pair();
-        let dispatcher = tokio::spawn(dispatch(conn.client, s, rx, handler, stop));
+        let topic_hint = plain_topic(&s.filter).to_owned();
+        let deliver = Arc::new(ToMessage {
+            handler,
+            topic_hint,
+        });
+        let dispatcher = tokio::spawn(dispatch(conn.client, s, rx, deliver, stop));
         Ok(Subscription::new(stop_tx, vec![conn.task, dispatcher]))
     }
 
@@ -490,19 +484,92 @@ impl PubSub for MqttPubSub {
     }
 }
 
-/// Hands deliveries to the handler, at most `concurrency` at a time and in
+/// Publishes and waits for the broker's acknowledgement (QoS 1 and 2).
+pub(crate) async fn publish(
+    client: &AsyncClient,
+    topic: &str,
+    data: &[u8],
+    qos: QoS,
+    retain: bool,
+) -> Result<(), PubSubError> {
+    let mut opts = PublishOptions::new(qos);
+    if retain {
+        opts = opts.retained();
+    }
+    let what = format!("publish to '{topic}'");
+    let notice = client
+        .publish_tracked(topic, data.to_vec(), opts)
+        .await
+        .map_err(|e| backend(&what, e))?;
+    match tokio::time::timeout(WAIT, notice.wait_async()).await {
+        Ok(Ok(_)) => Ok(()),
+        Ok(Err(e)) => Err(backend(&what, e)),
+        Err(_) => Err(backend(&what, "no acknowledgement from the broker")),
+    }
+}
+
+/// Subscribes and waits for a SUBACK that grants the subscription.
+pub(crate) async fn subscribe_acked(
+    client: &AsyncClient,
+    filter: &str,
+    qos: QoS,
+) -> Result<(), PubSubError> {
+    let what = format!("subscribe to '{filter}'");
+    let notice = client
+        .subscribe_tracked(filter, qos)
+        .await
+        .map_err(|e| backend(&what, e))?;
+    let ack = tokio::time::timeout(WAIT, notice.wait_async())
+        .await
+        .map_err(|_| backend(&what, "timed out"))?
+        .map_err(|e| backend(&what, e))?;
+    if ack.return_codes.contains(&SubscribeReasonCode::Failure) {
+        return Err(backend(&what, "the broker refused the subscription"));
+    }
+    Ok(())
+}
+
+/// Where [`dispatch`] hands each delivery; `Err` leaves it unacked (and
+/// retried per the settings).
+#[async_trait]
+pub(crate) trait Deliver: Send + Sync + 'static {
+    async fn deliver(&self, p: &rumqttc::Publish) -> Result<(), String>;
+}
+
+/// The pub/sub side: a delivery becomes a [`Message`].
+struct ToMessage {
+    handler: Arc<dyn MessageHandler>,
+    topic_hint: String,
+}
+
+#[async_trait]
+impl Deliver for ToMessage {
+    async fn deliver(&self, p: &rumqttc::Publish) -> Result<(), String> {
+        let topic = std::str::from_utf8(&p.topic)
+            .map(str::to_owned)
+            .unwrap_or_else(|_| self.topic_hint.clone());
+        let msg = Message {
+            topic,
+            data: p.payload.clone(),
+            content_type: None, // MQTT 3.1.1 messages carry no properties
+            metadata: HashMap::from([("retained".to_owned(), p.retain.to_string())]),
+        };
+        self.handler.handle(msg).await.map_err(|e| e.0)
+    }
+}
+
+/// Hands deliveries to `deliver`, at most `concurrency` at a time and in
 /// arrival order; acks after success. Aborting this task aborts the
 /// handlers in flight (their messages stay unacked).
-async fn dispatch(
+pub(crate) async fn dispatch(
     client: AsyncClient,
     s: SubscribeSettings,
     mut rx: mpsc::UnboundedReceiver<rumqttc::Publish>,
-    handler: Arc<dyn MessageHandler>,
+    deliver: Arc<dyn Deliver>,
     mut stop: StopSignal,
 ) {
     let permits = Arc::new(Semaphore::new(s.concurrency));
     let mut running = JoinSet::new();
-    let topic_hint = plain_topic(&s.filter).to_owned();
     loop {
         let next = tokio::select! {
             _ = stop.stopped() => break,
@@ -514,35 +581,27 @@ async fn dispatch(
             p = permits.clone().acquire_owned() => match p { Ok(p) => p, Err(_) => break },
         };
         while running.try_join_next().is_some() {}
-        let topic = std::str::from_utf8(&p.topic)
-            .map(str::to_owned)
-            .unwrap_or_else(|_| topic_hint.clone());
-        let msg = Message {
-            topic,
-            data: p.payload.clone(),
-            content_type: None, // MQTT 3.1.1 messages carry no properties
-            metadata: HashMap::from([("retained".to_owned(), p.retain.to_string())]),
-        };
-        let (client, handler, stop) = (client.clone(), handler.clone(), stop.clone());
+        let (client, deliver, stop) = (client.clone(), deliver.clone(), stop.clone());
         let (max_retries, backoff) = (s.max_retries, s.backoff);
         running.spawn(async move {
             let _permit = permit;
+            let topic = String::from_utf8_lossy(&p.topic).into_owned();
             let mut failures: i64 = 0;
             loop {
-                match handler.handle(msg.clone()).await {
+                match deliver.deliver(&p).await {
                     Ok(()) => {
                         if let Err(e) = client.ack(&p).await {
-                            tracing::warn!(topic = %msg.topic, error = %e, "mqtt: ack failed");
+                            tracing::warn!(topic = %topic, error = %e, "mqtt: ack failed");
                         }
                         return;
                     }
                     Err(e) => {
                         failures += 1;
                         if stop.is_stopped() || (max_retries >= 0 && failures > max_retries) {
-                            tracing::warn!(topic = %msg.topic, error = %e, "mqtt: message left unacknowledged");
+                            tracing::warn!(topic = %topic, error = %e, "mqtt: message left unacknowledged");
                             return;
                         }
-                        tracing::debug!(topic = %msg.topic, error = %e, "mqtt: handler failed; retrying");
+                        tracing::debug!(topic = %topic, error = %e, "mqtt: handler failed; retrying");
                         tokio::time::sleep(backoff).await;
                     }
                 }
@@ -551,7 +610,9 @@ async fn dispatch(
     }
     // Graceful stop: no new messages for this replica, let handlers finish
     // (and ack), then leave.
-    let _ = client.unsubscribe(s.filter.as_str()).await;
+    if s.unsubscribe_on_stop {
+        let _ = client.unsubscribe(s.filter.as_str()).await;
+    }
     while running.join_next().await.is_some() {}
     let _ = client.disconnect().await;
 }

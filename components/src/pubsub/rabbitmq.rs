@@ -9,6 +9,8 @@
 //! dead-letters to the fanout exchange `dlx-<queue>`, bound to the queue
 //! `dlq-<queue>`. `durable` and `deletedWhenUnused` set the queue's and
 //! exchange's lifetime, `prefetchCount` the channel's QoS.
+//!
+//! `bindings.rabbitmq` shares [`dial`] and the header conversions.
 
 use std::{
     collections::{HashMap, HashSet},
@@ -19,13 +21,15 @@ use async_trait::async_trait;
 use bytes::Bytes;
 use futures::StreamExt;
 use lapin::{
-    BasicProperties, Channel, Connection, ConnectionProperties, ExchangeKind,
+    BasicProperties, Channel, Connection, ConnectionProperties, DefaultConnectionBuilder,
+    ExchangeKind,
     message::Delivery,
     options::{
         BasicAckOptions, BasicCancelOptions, BasicConsumeOptions, BasicNackOptions,
         BasicPublishOptions, BasicQosOptions, ConfirmSelectOptions, ExchangeDeclareOptions,
         QueueBindOptions, QueueDeclareOptions,
     },
+    tcp::OwnedTLSConfig,
     types::{AMQPValue, FieldTable, ShortString},
 };
 use tokio::sync::{Mutex, mpsc};
@@ -203,16 +207,13 @@ impl RabbitMqPubSub {
                 ..Default::default()
             },
         )?;
-        let props = ConnectionProperties::default()
-            .with_connection_name(md.get("clientName").unwrap_or("dapr").into());
-        // The URI holds the password: errors name only the component.
-        let conn = tokio::time::timeout(
-            std::time::Duration::from_secs(10),
-            Connection::connect(&settings.uri, props),
+        let conn = dial(
+            &settings.uri,
+            md.get("clientName").unwrap_or("dapr"),
+            OwnedTLSConfig::default(),
+            &format!("rabbitmq pub/sub '{}'", md.name),
         )
-        .await
-        .map_err(|_| PubSubError::Connect(format!("rabbitmq pub/sub '{}': timed out", md.name)))?
-        .map_err(|e| PubSubError::Connect(format!("rabbitmq pub/sub '{}': {e}", md.name)))?;
+        .await?;
         let publisher = conn
             .create_channel()
             .await
@@ -250,19 +251,45 @@ impl RabbitMqPubSub {
     }
 }
 
-fn long_string(v: &str) -> AMQPValue {
+/// Connects to `uri` (`amqp://` or `amqps://`; `tls` adds a CA and a client
+/// identity). `what` names the component in errors: the URI holds the
+/// password, so it is never quoted.
+pub(crate) async fn dial(
+    uri: &str,
+    connection_name: &str,
+    tls: OwnedTLSConfig,
+    what: &str,
+) -> Result<Connection, PubSubError> {
+    let props = ConnectionProperties::default().with_connection_name(connection_name.into());
+    let builder = DefaultConnectionBuilder::new()
+        .map_err(|e| PubSubError::Connect(format!("{what}: {e}")))?
+        .with_uri_str(uri.to_owned())
+        .with_properties(props)
+        .with_tls_config(tls);
+    tokio::time::timeout(std::time::Duration::from_secs(10), builder.connect())
+        .await
+        .map_err(|_| PubSubError::Connect(format!("{what}: timed out")))?
+        .map_err(|e| PubSubError::Connect(format!("{what}: {e}")))
+}
+
+pub(crate) fn long_string(v: &str) -> AMQPValue {
     AMQPValue::LongString(v.as_bytes().to_vec().into())
+}
+
+/// A header value as text, if it is a string.
+pub(crate) fn header_text(v: &AMQPValue) -> Option<String> {
+    match v {
+        AMQPValue::LongString(s) => Some(String::from_utf8_lossy(s.as_bytes()).into_owned()),
+        AMQPValue::ShortString(s) => Some(s.as_str().to_owned()),
+        _ => None,
+    }
 }
 
 fn to_message(topic: &str, d: &Delivery) -> Message {
     let mut metadata = HashMap::new();
     if let Some(h) = d.properties.headers() {
         for (k, v) in h.inner() {
-            let value = match v {
-                AMQPValue::LongString(s) => String::from_utf8_lossy(s.as_bytes()).into_owned(),
-                AMQPValue::ShortString(s) => s.as_str().to_owned(),
-                other => format!("{other:?}"),
-            };
+            let value = header_text(v).unwrap_or_else(|| format!("{v:?}"));
             metadata.insert(k.as_str().to_owned(), value);
         }
     }
