@@ -5,7 +5,8 @@
 //! Dapr's error shapes, `bindings.cron` input events into an HTTP app
 //! (OPTIONS discovery, `route`, `direction`, inbound retries) and a gRPC app
 //! (`ListInputBindings`, `OnBindingEvent` answering `to`), invalid metadata
-//! stopping daprd, and the Python SDK's `invoke_binding`.
+//! stopping daprd, `bindings.rabbitmq` and `bindings.mqtt3` round trips on
+//! the test RabbitMQ and Mosquitto, and the Python SDK's `invoke_binding`.
 
 mod common;
 
@@ -161,6 +162,8 @@ fn assert_invoke_error(r: &Reply, contains: &str) {
 
 /// A component: name, type and metadata.
 type Spec<'a> = (&'a str, &'a str, Vec<(&'a str, &'a str)>);
+/// A component spec whose metadata values are built at run time.
+type OwnedSpec<'a> = (&'a str, &'a str, Vec<(&'a str, String)>);
 
 struct Setup {
     d: Daprd,
@@ -793,6 +796,214 @@ async fn cron_fires_into_a_grpc_app() {
     );
 }
 
+fn amqp_url() -> String {
+    std::env::var("DAPR_RS_TEST_AMQP_URL")
+        .unwrap_or_else(|_| "amqp://guest:guest@127.0.0.1:15673".to_owned())
+}
+
+fn mqtt_url() -> String {
+    std::env::var("DAPR_RS_TEST_MQTT_URL").unwrap_or_else(|_| "tcp://127.0.0.1:11883".to_owned())
+}
+
+fn bodies(hits: &Hits, path: &str) -> Vec<String> {
+    posts(hits, path)
+        .iter()
+        .map(|h| String::from_utf8_lossy(&h.body).into_owned())
+        .collect()
+}
+
+/// `bindings.rabbitmq` and `bindings.mqtt3` on the test RabbitMQ and
+/// Mosquitto, through daprd both ways: `create` → broker → input binding →
+/// the app; a 500 from the app nacks and requeues, so RabbitMQ redelivers;
+/// request metadata arrive as headers; per-request `ttlInSeconds` and
+/// `priority` act on the queue (seen by a second sidecar consuming it
+/// later); the MQTT `topic` request metadata picks another topic.
+#[tokio::test]
+async fn rabbitmq_and_mqtt_bindings_round_trip() {
+    let (app_port, hits) = start_http_app().await;
+    let id = uuid::Uuid::new_v4().simple().to_string();
+    let (amqp, mqtt) = (amqp_url(), mqtt_url());
+    let (q_main, q_later) = (format!("bind-{id}-main"), format!("bind-{id}-later"));
+    let (t_main, t_other) = (format!("bind/{id}/main"), format!("bind/{id}/other"));
+    let (c_main, c_other) = (format!("c{id}a"), format!("c{id}b"));
+    // The queue read later: same declaration on both sidecars.
+    let later = |direction: &'static str| -> Vec<(&str, String)> {
+        vec![
+            ("host", amqp.clone()),
+            ("queueName", q_later.clone()),
+            ("maxPriority", "5".into()),
+            ("prefetchCount", "1".into()),
+            ("deleteWhenUnused", "true".into()),
+            ("direction", direction.into()),
+        ]
+    };
+    let res = tempfile::tempdir().unwrap();
+    let components: Vec<OwnedSpec> = vec![
+        (
+            "rmq",
+            "bindings.rabbitmq",
+            vec![
+                ("host", amqp.clone()),
+                ("queueName", q_main.clone()),
+                ("deleteWhenUnused", "true".into()),
+                // The hits app fails the first POST to /flaky.
+                ("route", "/flaky".into()),
+            ],
+        ),
+        ("rmq-later", "bindings.rabbitmq", later("output")),
+        (
+            "mq",
+            "bindings.mqtt3",
+            vec![
+                ("url", mqtt.clone()),
+                ("topic", t_main.clone()),
+                ("consumerID", c_main.clone()),
+                ("cleanSession", "true".into()),
+            ],
+        ),
+        (
+            "mq2",
+            "bindings.mqtt3",
+            vec![
+                ("url", mqtt.clone()),
+                ("topic", t_other.clone()),
+                ("consumerID", c_other.clone()),
+                ("cleanSession", "true".into()),
+                ("direction", "input".into()),
+            ],
+        ),
+    ];
+    for (name, type_, md) in &components {
+        let md: Vec<(&str, &str)> = md.iter().map(|(k, v)| (*k, v.as_str())).collect();
+        write_resource(
+            res.path(),
+            &format!("{name}.yaml"),
+            &component_yaml(name, type_, &md),
+        );
+    }
+    let d = DaprdBuilder::new(&format!("bind-brokers-{id}"))
+        .resources(res.path())
+        .arg("--app-port")
+        .arg(app_port.to_string())
+        .start()
+        .await;
+
+    // RabbitMQ: output → queue → input → app; the first delivery fails (500)
+    // and the message comes back.
+    let r = invoke(
+        &d,
+        "rmq",
+        json!({"operation": "create", "data": {"n": 1}, "metadata": {"traceNote": "a b/c"}}),
+    )
+    .await;
+    assert_eq!(r.status, 204, "{}", r.text());
+    wait_until("the redelivered message", Duration::from_secs(10), || {
+        bodies(&hits, "/flaky").len() >= 2
+    })
+    .await;
+    let got = posts(&hits, "/flaky");
+    assert_eq!(got[0].body, got[1].body, "the same message twice");
+    assert_eq!(&got[1].body[..], br#"{"n":1}"#);
+    // Request metadata travel as message headers, query-escaped as Dapr.
+    assert_eq!(got[1].headers.get("traceNote").unwrap(), "a+b%2Fc");
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(bodies(&hits, "/flaky").len(), 2, "acked after the 200");
+
+    // Bad requests: Dapr's error shape.
+    let r = invoke(&d, "rmq", json!({"operation": "get", "data": "x"})).await;
+    assert_invoke_error(&r, "does not support operation get");
+    let r = invoke(
+        &d,
+        "rmq",
+        json!({"operation": "create", "data": "x", "metadata": {"priority": "high"}}),
+    )
+    .await;
+    assert_invoke_error(&r, "priority");
+
+    // Per-request priority and TTL, on a queue nobody reads yet.
+    for (data, md) in [
+        ("low", json!({"priority": "1"})),
+        ("expires", json!({"ttlInSeconds": "1"})),
+        (
+            "high",
+            json!({"priority": "5", "contentType": "application/json"}),
+        ),
+    ] {
+        let r = invoke(
+            &d,
+            "rmq-later",
+            json!({"operation": "create", "data": data, "metadata": md}),
+        )
+        .await;
+        assert_eq!(r.status, 204, "{}", r.text());
+    }
+    let published = Instant::now();
+
+    // MQTT: the component's topic, then another one named per request.
+    let r = invoke(&d, "mq", json!({"operation": "create", "data": "m1"})).await;
+    assert_eq!(r.status, 204, "{}", r.text());
+    wait_until("the MQTT message", Duration::from_secs(10), || {
+        !posts(&hits, "/mq").is_empty()
+    })
+    .await;
+    let m = &posts(&hits, "/mq")[0];
+    assert_eq!(&m.body[..], b"\"m1\"");
+    assert_eq!(m.headers.get("topic").unwrap(), t_main.as_str());
+    let r = invoke(
+        &d,
+        "mq",
+        json!({"operation": "create", "data": "m2", "metadata": {"topic": t_other}}),
+    )
+    .await;
+    assert_eq!(r.status, 204, "{}", r.text());
+    wait_until(
+        "the message on the other topic",
+        Duration::from_secs(10),
+        || !posts(&hits, "/mq2").is_empty(),
+    )
+    .await;
+    assert_eq!(&posts(&hits, "/mq2")[0].body[..], b"\"m2\"");
+    assert_eq!(
+        bodies(&hits, "/mq").len(),
+        1,
+        "not on the component's topic"
+    );
+    let r = invoke(&d, "mq", json!({"operation": "delete"})).await;
+    assert_invoke_error(&r, "does not support operation delete");
+
+    // A second sidecar now reads the waiting queue: highest priority first,
+    // the expired message never.
+    let wait = Duration::from_millis(1300).saturating_sub(published.elapsed());
+    tokio::time::sleep(wait).await;
+    let (app2, hits2) = start_http_app().await;
+    let res2 = tempfile::tempdir().unwrap();
+    let md: Vec<(&str, String)> = later("input");
+    let md: Vec<(&str, &str)> = md.iter().map(|(k, v)| (*k, v.as_str())).collect();
+    write_resource(
+        res2.path(),
+        "later.yaml",
+        &component_yaml("later", "bindings.rabbitmq", &md),
+    );
+    let _d2 = DaprdBuilder::new(&format!("bind-later-{id}"))
+        .resources(res2.path())
+        .arg("--app-port")
+        .arg(app2.to_string())
+        .start()
+        .await;
+    wait_until("the waiting messages", Duration::from_secs(10), || {
+        bodies(&hits2, "/later").len() >= 2
+    })
+    .await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let later_posts = posts(&hits2, "/later");
+    let got: Vec<_> = later_posts
+        .iter()
+        .map(|h| String::from_utf8_lossy(&h.body).into_owned())
+        .collect();
+    assert_eq!(got, vec!["\"high\"", "\"low\""]);
+    assert_eq!(later_posts[0].headers.get("priority").unwrap(), "5");
+}
+
 /// Metadata is validated at init: daprd refuses to start, naming the
 /// component and the field.
 #[tokio::test]
@@ -819,6 +1030,16 @@ async fn invalid_binding_metadata_stops_daprd() {
             "bindings.localstorage",
             vec![("rootPath", "/proc/self")],
             "rootPath",
+        ),
+        (
+            "bindings.rabbitmq",
+            vec![("host", "amqp://127.0.0.1:15673")],
+            "queueName",
+        ),
+        (
+            "bindings.mqtt3",
+            vec![("url", "tcp://127.0.0.1:11883"), ("topic", "t")],
+            "consumerID",
         ),
     ] {
         let res = tempfile::tempdir().unwrap();

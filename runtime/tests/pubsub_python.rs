@@ -1,25 +1,30 @@
 //! Pub/sub with the official Python SDK (e2e/python/test_pubsub.py): the SDK
 //! publishes through daprd's gRPC API and a subscriber app written with the
 //! SDK's tooling (plain HTTP, or `dapr.ext.grpc.App`) receives the events.
-//! Runs on the embedded in-memory `pubsub` and on `pubsub.redis`.
+//! Runs on every broker: `pubsub.in-memory`, `pubsub.redis`,
+//! `pubsub.jetstream`, `pubsub.rabbitmq` and `pubsub.mqtt3`.
 
 mod common;
 
 use std::process::Command;
 
-use common::*;
+use common::{brokers::*, *};
 
 struct Setup {
     subscriber: &'static str,
-    redis: bool,
+    broker: Broker,
 }
 
 async fn run(setup: Setup) {
     let app_id = format!("pysub-{}", uuid::Uuid::new_v4().simple());
-    let topic = format!("pytopic-{}", uuid::Uuid::new_v4().simple());
+    // The prefix puts the topic in the JetStream test stream.
+    let topic = format!("{TOPIC_PREFIX}py-{}", uuid::Uuid::new_v4().simple());
+    setup.broker.prepare().await;
     let port = free_port();
     let dir = tempfile::tempdir().unwrap();
-    let mut builder = DaprdBuilder::new(&app_id)
+    write_resource(dir.path(), "pubsub.yaml", &setup.broker.component());
+    let d = DaprdBuilder::new(&app_id)
+        .resources(dir.path())
         .arg("--app-port")
         .arg(port.to_string())
         .arg("--app-protocol")
@@ -29,16 +34,9 @@ async fn run(setup: Setup) {
             "http"
         })
         // Ready only once the Python app listens, which pytest starts.
-        .no_wait();
-    if setup.redis {
-        write_resource(
-            dir.path(),
-            "pubsub.yaml",
-            &component_yaml("pubsub", "pubsub.redis", &[("redisHost", &redis_addr())]),
-        );
-        builder = builder.resources(dir.path());
-    }
-    let d = builder.start().await;
+        .no_wait()
+        .start()
+        .await;
     let root = concat!(env!("CARGO_MANIFEST_DIR"), "/..");
     let out = Command::new("python3")
         .args(["-m", "pytest", "-q", "-p", "no:cacheprovider"])
@@ -68,38 +66,29 @@ async fn run(setup: Setup) {
     println!("{text}");
 }
 
-#[tokio::test]
-async fn python_sdk_http_subscriber_in_memory() {
-    run(Setup {
-        subscriber: "http",
-        redis: false,
-    })
-    .await;
+/// One test per broker and subscriber kind, named `<kind>_<broker>`.
+macro_rules! python_sdk_tests {
+    ($($name:ident: $subscriber:literal, $broker:ident;)*) => {$(
+        #[tokio::test]
+        async fn $name() {
+            run(Setup {
+                subscriber: $subscriber,
+                broker: Broker::$broker,
+            })
+            .await;
+        }
+    )*};
 }
 
-#[tokio::test]
-async fn python_sdk_grpc_subscriber_in_memory() {
-    run(Setup {
-        subscriber: "grpc",
-        redis: false,
-    })
-    .await;
-}
-
-#[tokio::test]
-async fn python_sdk_http_subscriber_redis() {
-    run(Setup {
-        subscriber: "http",
-        redis: true,
-    })
-    .await;
-}
-
-#[tokio::test]
-async fn python_sdk_grpc_subscriber_redis() {
-    run(Setup {
-        subscriber: "grpc",
-        redis: true,
-    })
-    .await;
+python_sdk_tests! {
+    http_subscriber_in_memory: "http", InMemory;
+    grpc_subscriber_in_memory: "grpc", InMemory;
+    http_subscriber_redis: "http", Redis;
+    grpc_subscriber_redis: "grpc", Redis;
+    http_subscriber_jetstream: "http", JetStream;
+    grpc_subscriber_jetstream: "grpc", JetStream;
+    http_subscriber_rabbitmq: "http", RabbitMq;
+    grpc_subscriber_rabbitmq: "grpc", RabbitMq;
+    http_subscriber_mqtt3: "http", Mqtt3;
+    grpc_subscriber_mqtt3: "grpc", Mqtt3;
 }

@@ -15,6 +15,8 @@ use bytes::Bytes;
 use http_body_util::{BodyExt, Full};
 use hyper_util::{client::legacy::Client, rt::TokioExecutor};
 
+pub mod brokers;
+
 pub const DAPRD: &str = env!("CARGO_BIN_EXE_daprd");
 
 /// A free TCP port on 127.0.0.1.
