@@ -6,8 +6,11 @@
 //!   Zipkin export, sampling;
 //! - [`layer`]: the tower layer that applies both (and API logging) to
 //!   daprd's HTTP and gRPC servers;
+//! - [`client`]: the same for daprd's HTTP and gRPC clients (app channel,
+//!   sidecar-to-sidecar calls);
 //! - [`logging`]: `--log-level` / `--log-as-json` with Dapr's JSON fields.
 
+pub mod client;
 #[cfg(feature = "sidecar")]
 pub mod components;
 pub mod config;

@@ -22,6 +22,12 @@ use crate::{
 
 pub type AppClient = Client<hyper_rustls::HttpsConnector<HttpConnector>, Body>;
 
+/// The HTTP client for calls into the app, with Dapr's client metrics.
+type MeteredAppClient = dapr_observability::client::HttpClient<AppClient>;
+
+/// A gRPC channel to the app (or another sidecar) with Dapr's client metrics.
+pub type AppGrpcChannel = dapr_observability::client::GrpcClient<tonic::transport::Channel>;
+
 #[derive(Debug, thiserror::Error)]
 pub enum AppChannelError {
     #[error("app channel is not initialized: no --app-port")]
@@ -79,7 +85,9 @@ pub fn is_hop_by_hop(name: &HeaderName) -> bool {
 
 #[derive(Clone)]
 pub struct AppChannel {
+    /// Unmetered: health probes and relayed gRPC (measured elsewhere).
     client: AppClient,
+    metered: MeteredAppClient,
     /// TLS (unverified) for `https` and `grpcs`; `None` for plain protocols.
     tls: Option<Arc<rustls::ClientConfig>>,
     /// `appHttpPipeline`, replaced on hot reload.
@@ -141,8 +149,13 @@ impl AppChannel {
         let connector = hyper_rustls::HttpsConnector::from((connector, tls_for_client));
         let address = format!("{}:{port}", opts.app_channel_address);
         let scheme = if tls.is_some() { "https" } else { "http" };
+        let client = builder.build(connector);
         Some(Self {
-            client: builder.build(connector),
+            metered: tower::Layer::layer(
+                &dapr_observability::client::HttpClientLayer,
+                client.clone(),
+            ),
+            client,
             tls,
             pipeline: SharedPipeline::default(),
             base: format!("{scheme}://{address}"),
@@ -260,9 +273,7 @@ impl AppChannel {
             ),
             None => None,
         };
-        let resp = self
-            .client
-            .request(req)
+        let resp = tower::ServiceExt::oneshot(self.metered.clone(), req)
             .await
             .map_err(|e| AppChannelError::Unreachable(format!("{e} ({})", self.address)))?;
         let (parts, incoming) = resp.into_parts();
@@ -379,14 +390,14 @@ impl AppChannel {
     }
 
     /// A channel to the app's gRPC server: h2c, or TLS for `grpcs`.
-    pub fn grpc_channel(&self) -> Result<tonic::transport::Channel, AppChannelError> {
+    pub fn grpc_channel(&self) -> Result<AppGrpcChannel, AppChannelError> {
         // tonic's own TLS verifies the server; the app's certificate is not
         // verified (as Dapr), so TLS comes from the connector instead and
         // the endpoint keeps an http:// URI.
         let endpoint = tonic::transport::Endpoint::from_shared(format!("http://{}", self.address))
             .map_err(|e| AppChannelError::Unreachable(e.to_string()))?
             .tcp_nodelay(true);
-        Ok(match &self.tls {
+        Ok(AppGrpcChannel::new(match &self.tls {
             None => endpoint.connect_lazy(),
             Some(tls) => {
                 let mut http = HttpConnector::new();
@@ -402,7 +413,7 @@ impl AppChannel {
                     .service(tls_connector);
                 endpoint.connect_with_connector_lazy(connector)
             }
-        })
+        }))
     }
 
     /// Probes the app every `interval` (HTTP GET `path`, 2xx = healthy;

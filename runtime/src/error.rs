@@ -271,6 +271,8 @@ impl ApiError {
 
 impl axum::response::IntoResponse for ApiError {
     fn into_response(self) -> axum::response::Response {
+        // Every error response passes here (or the gRPC `From` below) once.
+        dapr_observability::metrics::error_code(self.error_code());
         let status = self.http_status();
         if status.is_server_error() {
             tracing::warn!(code = self.error_code(), "{self}");
@@ -283,6 +285,7 @@ impl axum::response::IntoResponse for ApiError {
 
 impl From<ApiError> for tonic::Status {
     fn from(e: ApiError) -> Self {
+        dapr_observability::metrics::error_code(e.error_code());
         e.to_status()
     }
 }
@@ -337,6 +340,7 @@ impl MappedError {
 
 impl axum::response::IntoResponse for MappedError {
     fn into_response(self) -> axum::response::Response {
+        dapr_observability::metrics::error_code(self.code);
         if self.http.is_server_error() {
             tracing::warn!(code = self.code, "{}", self.message);
         } else {
@@ -348,6 +352,7 @@ impl axum::response::IntoResponse for MappedError {
 
 impl From<MappedError> for tonic::Status {
     fn from(e: MappedError) -> Self {
+        dapr_observability::metrics::error_code(e.code);
         e.to_status()
     }
 }

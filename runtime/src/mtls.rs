@@ -105,9 +105,17 @@ impl SidecarMtls {
             sentry_wait: Duration::from_secs(opts.sentry_wait_seconds.max(1)),
             anchors_poll: DEFAULT_ANCHORS_POLL,
         };
-        let identity = Identity::obtain(cfg)
-            .await
-            .context("mTLS: cannot obtain the sidecar's certificate")?;
+        let identity = match Identity::obtain(cfg).await {
+            Ok(i) => {
+                dapr_observability::metrics::mtls_init(Ok(()));
+                watch_rotations(i.svids().clone());
+                i
+            }
+            Err(e) => {
+                dapr_observability::metrics::mtls_init(Err("sentry"));
+                return Err(e).context("mTLS: cannot obtain the sidecar's certificate");
+            }
+        };
         if let Some(id) = identity.id() {
             tracing::info!(%id, "mTLS enabled");
         }
@@ -146,6 +154,32 @@ impl SidecarMtls {
     pub fn internal_server_config(&self) -> anyhow::Result<rustls::ServerConfig> {
         Ok(self.identity.server_config(PeerAuthorizer::any())?)
     }
+}
+
+/// Counts workload certificate renewals and failed renewals
+/// (`dapr_runtime_mtls_workload_cert_rotated[_fail]_total`) for as long as
+/// the store lives.
+fn watch_rotations(store: Arc<dapr_security::svid::SvidStore>) {
+    let mut renewed = store.subscribe();
+    let mut failed = store.subscribe_failures();
+    // The first certificate is installed already: only changes count.
+    renewed.mark_unchanged();
+    failed.mark_unchanged();
+    drop(store);
+    tokio::spawn(async move {
+        loop {
+            tokio::select! {
+                r = renewed.changed() => {
+                    if r.is_err() { return; }
+                    dapr_observability::metrics::cert_rotation(Ok(()));
+                }
+                r = failed.changed() => {
+                    if r.is_err() { return; }
+                    dapr_observability::metrics::cert_rotation(Err("sentry"));
+                }
+            }
+        }
+    });
 }
 
 /// Serves `router` over mutual TLS on `listener` until `token` is

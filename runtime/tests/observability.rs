@@ -96,7 +96,7 @@ async fn scrape(port: u16) -> String {
 }
 
 /// Dapr's own names (OpenCensus views: counters without `_total` or ending
-/// in `_count`, and `..._res_recv_latency_ms`) trip promtool's naming lint;
+/// in `_count`, `..._res_recv_latency_ms`, camelCase labels) trip promtool's naming lint;
 /// they must stay as Dapr spells them. Every other lint finding, and any
 /// parse error, fails.
 fn promtool_check(what: &str, text: &str) {
@@ -137,6 +137,10 @@ fn promtool_check(what: &str, text: &str) {
         let dapr_name = line.starts_with("dapr_")
             && (line.contains("counter metrics should have \"_total\" suffix")
                 || line.contains("should not have \"_count\" suffix")
+                // Dapr's `trustDomain` / `componentName` labels.
+                || ((line.starts_with("dapr_runtime_acl_")
+                    || line.starts_with("dapr_runtime_component_init_fail_total "))
+                    && line.contains("label names should be written in 'snake_case'"))
                 || (line.starts_with("dapr_runtime_service_invocation_res_recv_latency_ms ")
                     && line.contains("abbreviated units")));
         assert!(dapr_name, "promtool finding for {what}: {line}\n{text}");
@@ -336,11 +340,15 @@ async fn metrics_count_real_traffic_with_daprs_names_and_pass_promtool() {
     let (_sentry, sentry_port, sentry_metrics) = start_sentry(dir.path()).await;
     let anchors = std::fs::read_to_string(dir.path().join("creds/ca.crt")).unwrap();
     let (app, _seen) = start_app().await;
+    // Error codes recorded; the callee lets the caller call everything but
+    // /denied/**.
+    let config = "  metrics:\n    recordErrorCodes: true\n  accessControl:\n    defaultAction: deny\n    trustDomain: public\n    policies:\n    - appId: caller\n      defaultAction: allow\n      trustDomain: public\n      namespace: default\n      operations:\n      - name: /denied/**\n        httpVerb: ['*']\n        action: deny\n";
     let ((caller, caller_m), (_callee, callee_m)) =
-        sidecars(dir.path(), app, "", Some((sentry_port, anchors))).await;
+        sidecars(dir.path(), app, config, Some((sentry_port, anchors))).await;
 
-    // Traffic: 5 invocations over mTLS, 1 save + 3 gets of state, 2 gRPC
-    // GetState, 1 publish, 1 unknown store (an error).
+    // Traffic: 5 invocations over mTLS, 1 denied by the callee's ACL, 1 save
+    // + 3 gets of state, 2 gRPC GetState, 1 publish, 1 unknown store over
+    // HTTP and 1 over gRPC (errors).
     for i in 0..5 {
         let r = request(
             "POST",
@@ -353,6 +361,13 @@ async fn metrics_count_real_traffic_with_daprs_names_and_pass_promtool() {
         assert_eq!(r.status, 200, "{}", r.text());
         assert_eq!(r.text(), format!("hello {i}"));
     }
+    let r = common::http(
+        "POST",
+        &caller.url("/v1.0/invoke/callee/method/denied/x"),
+        "",
+    )
+    .await;
+    assert_eq!(r.status, 403, "{}", r.text());
     let r = common::http(
         "POST",
         &caller.url("/v1.0/state/kv"),
@@ -383,6 +398,15 @@ async fn metrics_count_real_traffic_with_daprs_names_and_pass_promtool() {
             .into_inner();
         assert_eq!(got.data, b"\"v\"");
     }
+    let err = grpc
+        .get_bulk_state(pb::GetBulkStateRequest {
+            store_name: "nope".into(),
+            keys: vec!["k".into()],
+            ..Default::default()
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), tonic::Code::InvalidArgument, "{err:?}");
     assert_eq!(
         common::http("GET", &caller.url("/v1.0/state/nope/k"), "")
             .await
@@ -452,7 +476,7 @@ async fn metrics_count_real_traffic_with_daprs_names_and_pass_promtool() {
         .map(|s| s.value)
         .sum();
     assert!(probes >= 1.0);
-    assert_eq!(all_requests, 11.0 + probes, "{text}");
+    assert_eq!(all_requests, 12.0 + probes, "{text}");
     assert_eq!(
         value(&m, "dapr_http_server_request_bytes_count", &caller_id),
         all_requests
@@ -473,8 +497,56 @@ async fn metrics_count_real_traffic_with_daprs_names_and_pass_promtool() {
             "dapr_runtime_service_invocation_req_sent_total",
             &[("dst_app_id", "callee"), ("type", "unary")]
         ),
+        6.0
+    );
+    // Client side of the hop: 5 answered, 1 refused by the callee's ACL.
+    const CALL_LOCAL: &str = "/dapr.proto.internals.v1.ServiceInvocation/CallLocalStream";
+    let grpc_client = |status: &str| {
+        inv(
+            "dapr_grpc_io_client_completed_rpcs",
+            &[
+                ("grpc_client_method", CALL_LOCAL),
+                ("grpc_client_status", status),
+            ],
+        )
+    };
+    assert_eq!(grpc_client("OK"), 5.0, "{text}");
+    assert_eq!(grpc_client("PermissionDenied"), 1.0, "{text}");
+    assert_eq!(
+        inv(
+            "dapr_grpc_io_client_roundtrip_latency_count",
+            &[
+                ("grpc_client_method", CALL_LOCAL),
+                ("grpc_client_status", "OK")
+            ]
+        ),
         5.0
     );
+    let client_bytes = |dir: &str, what: &str| {
+        inv(
+            &format!("dapr_grpc_io_client_{dir}_bytes_per_rpc_{what}"),
+            &[("grpc_client_method", CALL_LOCAL)],
+        )
+    };
+    assert_eq!(client_bytes("sent", "count"), 6.0);
+    assert_eq!(client_bytes("received", "count"), 6.0);
+    let (caller_sent, caller_received) =
+        (client_bytes("sent", "sum"), client_bytes("received", "sum"));
+    assert!(
+        caller_sent > 35.0,
+        "5 × 7 body bytes plus the request heads"
+    );
+    // Error codes, by where they were mapped (the harness's readiness
+    // probes may add ERR_HEALTH_NOT_READY).
+    let code = |category: &str, code: &str| {
+        inv(
+            "dapr_error_code_total",
+            &[("category", category), ("error_code", code)],
+        )
+    };
+    assert_eq!(code("state", "ERR_STATE_STORE_NOT_FOUND"), 2.0, "{text}");
+    assert_eq!(code("service-invocation", "ERR_DIRECT_INVOKE"), 1.0);
+    assert_eq!(inv("dapr_runtime_mtls_init_total", &[]), 1.0);
     assert_eq!(
         inv(
             "dapr_runtime_service_invocation_res_recv_total",
@@ -594,15 +666,80 @@ async fn metrics_count_real_traffic_with_daprs_names_and_pass_promtool() {
         callee(
             "dapr_grpc_io_server_completed_rpcs",
             &[
-                (
-                    "grpc_server_method",
-                    "/dapr.proto.internals.v1.ServiceInvocation/CallLocalStream"
-                ),
+                ("grpc_server_method", CALL_LOCAL),
                 ("grpc_server_status", "OK")
             ]
         ),
         5.0
     );
+    // What the caller's client counted is what the callee's server counted.
+    let server_bytes = |dir: &str| {
+        callee(
+            &format!("dapr_grpc_io_server_{dir}_bytes_per_rpc_sum"),
+            &[("grpc_server_method", CALL_LOCAL)],
+        )
+    };
+    assert_eq!(server_bytes("received"), caller_sent, "{text}");
+    assert_eq!(server_bytes("sent"), caller_received, "{text}");
+    // The callee's calls into its app (Dapr labels them with the method).
+    assert_eq!(
+        callee(
+            "dapr_http_client_completed_count",
+            &[("method", "POST"), ("path", "echo"), ("status", "200")]
+        ),
+        5.0,
+        "{text}"
+    );
+    assert_eq!(
+        callee(
+            "dapr_http_client_roundtrip_latency_count",
+            &[("method", "POST"), ("path", "echo"), ("status", "200")]
+        ),
+        5.0
+    );
+    assert_eq!(
+        callee(
+            "dapr_http_client_sent_bytes_sum",
+            &[("method", "POST"), ("path", "echo"), ("status", "")]
+        ),
+        35.0
+    );
+    let app_calls: f64 = m
+        .iter()
+        .filter(|s| s.name == "dapr_http_client_completed_count")
+        .map(|s| s.value)
+        .sum();
+    assert!(app_calls >= 6.0, "echo ×5 and GET dapr/subscribe: {text}");
+    assert_eq!(
+        callee("dapr_http_client_received_bytes_count", &[]),
+        app_calls
+    );
+    // Echoed bodies come back: at least the 35 bytes sent.
+    assert!(callee("dapr_http_client_received_bytes_sum", &[]) >= 35.0);
+    // The callee's access control: 5 allowed and 1 blocked by the caller's
+    // app policy (labelled with the caller's identity).
+    let acl = |name: &str| {
+        value(
+            &m,
+            name,
+            &[
+                ("app_id", "caller"),
+                ("namespace", "default"),
+                ("trustDomain", "public"),
+            ],
+        )
+    };
+    assert_eq!(
+        acl("dapr_runtime_acl_app_policy_action_allowed_total"),
+        5.0,
+        "{text}"
+    );
+    assert_eq!(acl("dapr_runtime_acl_app_policy_action_blocked_total"), 1.0);
+    assert_eq!(
+        acl("dapr_runtime_acl_global_policy_action_blocked_total"),
+        0.0
+    );
+    assert_eq!(callee("dapr_runtime_mtls_init_total", &[]), 1.0);
     promtool_check("daprd (callee) metrics", &text);
     // A publish through the callee (in-memory pub/sub is per sidecar) is
     // delivered to its app once.

@@ -340,6 +340,7 @@ impl SentryClient {
                 }
                 Err(e) => {
                     tracing::warn!(error = %e, "renewing the workload certificate failed; retrying in 10s");
+                    store.renewal_failed();
                     tokio::time::sleep(RENEWAL_RETRY).await;
                 }
             }

@@ -150,6 +150,8 @@ fn to_system(ts: i64) -> SystemTime {
 pub struct SvidStore {
     current: ArcSwapOption<Svid>,
     version: watch::Sender<u64>,
+    /// Failed renewals so far (for the sidecar's rotation metrics).
+    failures: watch::Sender<u64>,
 }
 
 impl fmt::Debug for SvidStore {
@@ -168,6 +170,7 @@ impl Default for SvidStore {
         Self {
             current: ArcSwapOption::empty(),
             version: watch::channel(0).0,
+            failures: watch::channel(0).0,
         }
     }
 }
@@ -191,6 +194,16 @@ impl SvidStore {
     /// A receiver that changes whenever a new SVID is installed.
     pub fn subscribe(&self) -> watch::Receiver<u64> {
         self.version.subscribe()
+    }
+
+    /// Notes a failed renewal (the old SVID stays in force).
+    pub fn renewal_failed(&self) {
+        self.failures.send_modify(|v| *v += 1);
+    }
+
+    /// A receiver that changes whenever a renewal fails.
+    pub fn subscribe_failures(&self) -> watch::Receiver<u64> {
+        self.failures.subscribe()
     }
 
     /// Waits until an SVID is present.

@@ -131,7 +131,7 @@ impl HttpMetrics {
             .observe(res_bytes as f64);
     }
 
-    /// One request daprd sent to its app over HTTP.
+    /// One request daprd sent to its app over HTTP (`path`: the URL path).
     pub fn client_done(
         &self,
         method: &str,
@@ -141,17 +141,20 @@ impl HttpMetrics {
         received_bytes: u64,
         latency_ms: f64,
     ) {
-        let path = self.paths.label(path);
+        let label = self.paths.label(path);
+        // Dapr labels app calls with the invoked method: the path without
+        // its leading slash.
+        let path = label.trim_start_matches('/');
         let method = self.method(method);
         let status = status_str(status);
-        let labels = [method, path.as_ref(), status.as_ref()];
+        let labels = [method, path, status.as_ref()];
         self.client_completed.with_label_values(&labels).inc();
         self.client_latency
             .with_label_values(&labels)
             .observe(latency_ms);
         // Dapr records sent bytes when the request starts, before a status.
         self.client_sent_bytes
-            .with_label_values(&[method, path.as_ref(), ""])
+            .with_label_values(&[method, path, ""])
             .observe(sent_bytes as f64);
         self.client_received_bytes
             .with_label_values::<&str>(&[])

@@ -22,7 +22,7 @@ pub use component::ComponentMetrics;
 pub use grpc::GrpcMetrics;
 pub use http::HttpMetrics;
 pub use path::PathLabeler;
-pub use service::ServiceMetrics;
+pub use service::{AclDecision, ServiceMetrics};
 
 use crate::config::MetricSpec;
 
@@ -157,6 +157,41 @@ pub fn record_component_init(kind: &str, name: &str, ok: bool) {
     }
 }
 
+/// An error answered with Dapr code `code` (`dapr_error_code_total`, only
+/// with the Configuration's `metrics.recordErrorCodes: true`).
+pub fn error_code(code: &str) {
+    if let Some(m) = get() {
+        m.record_error_code(code);
+    }
+}
+
+/// The mTLS authenticator started (`reason` of a failure otherwise).
+pub fn mtls_init(result: Result<(), &str>) {
+    if let Some(m) = get() {
+        match result {
+            Ok(()) => m.service.mtls_initialized(),
+            Err(reason) => m.service.mtls_init_failed(reason),
+        }
+    }
+}
+
+/// A workload certificate renewal succeeded (or failed with `reason`).
+pub fn cert_rotation(result: Result<(), &str>) {
+    if let Some(m) = get() {
+        match result {
+            Ok(()) => m.service.cert_rotated(),
+            Err(reason) => m.service.cert_rotation_failed(reason),
+        }
+    }
+}
+
+/// An access-control decision on a call from `app_id`.
+pub fn acl_decision(decision: AclDecision, app_id: &str, trust_domain: &str, namespace: &str) {
+    if let Some(m) = get() {
+        m.service.acl(decision, app_id, trust_domain, namespace);
+    }
+}
+
 /// Caller side of service invocation: a request sent to `dst`.
 pub fn invocation_sent(dst: &str) {
     if let Some(m) = get() {
@@ -274,6 +309,20 @@ fn error_category(code: &str) -> &'static str {
         ("UNLOCK", "lock"),
         ("CRYPTO", "crypto"),
         ("HEALTH", "health"),
+        ("OUTBOUND_HEALTH", "health"),
+        ("JOB", "job"),
+        ("SCHEDULE", "job"),
+        ("CONVERSATION", "conversation"),
+        ("INSTANCE_ID", "workflow"),
+        ("GET_WORKFLOW", "workflow"),
+        ("START_WORKFLOW", "workflow"),
+        ("PAUSE_WORKFLOW", "workflow"),
+        ("RESUME_WORKFLOW", "workflow"),
+        ("TERMINATE_WORKFLOW", "workflow"),
+        ("PURGE_WORKFLOW", "workflow"),
+        ("RAISE_EVENT_WORKFLOW", "workflow"),
+        ("TOPIC", "pubsub"),
+        ("BULK_PUBLISH", "pubsub"),
     ] {
         if c.starts_with(prefix) {
             return cat;

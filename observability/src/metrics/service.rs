@@ -31,7 +31,15 @@ pub enum AclDecision {
 
 impl ServiceMetrics {
     pub(crate) fn new(f: &Factory<'_>, latency: &[f64]) -> Result<Self, MetricsError> {
-        let acl = |name: &str, help: &str| f.counter(name, help, &["trustDomain", "namespace"]);
+        // As in Dapr, `app_id` of these is the caller's, not this sidecar's.
+        let acl = |name: &str, help: &str| -> Result<IntCounterVec, MetricsError> {
+            let c = IntCounterVec::new(
+                prometheus::Opts::new(name, help),
+                &["app_id", "trustDomain", "namespace"],
+            )?;
+            f.registry.register(Box::new(c.clone()))?;
+            Ok(c)
+        };
         Ok(Self {
             req_sent: f.counter(
                 "dapr_runtime_service_invocation_req_sent_total",
@@ -181,9 +189,11 @@ impl ServiceMetrics {
         self.cert_rotated_fail.with_label_values(&[reason]).inc();
     }
 
-    pub fn acl(&self, decision: AclDecision, trust_domain: &str, namespace: &str) {
+    /// A call from `app_id` (in `trust_domain`/`namespace`) decided by
+    /// access control.
+    pub fn acl(&self, decision: AclDecision, app_id: &str, trust_domain: &str, namespace: &str) {
         self.acl[decision as usize]
-            .with_label_values(&[trust_domain, namespace])
+            .with_label_values(&[app_id, trust_domain, namespace])
             .inc();
     }
 }

@@ -283,6 +283,12 @@ impl AccessControl {
     }
 
     /// The global default action.
+    /// No `accessControl` section, or one that allows everything with no
+    /// policies: Dapr then records no access-control metrics.
+    pub fn is_allow_all(&self) -> bool {
+        self.policies.is_empty() && self.default_action == Action::Allow
+    }
+
     pub fn default_action(&self) -> Action {
         self.default_action
     }

@@ -179,7 +179,9 @@ impl axum::response::IntoResponse for ActorError {
 
 impl From<ActorError> for tonic::Status {
     fn from(e: ActorError) -> Self {
-        e.to_status()
+        let mapped = e.mapped();
+        dapr_observability::metrics::error_code(mapped.code);
+        mapped.to_status()
     }
 }
 

@@ -259,8 +259,11 @@ pub async fn internal_fallback(State(state): State<ProxyState>, req: Request) ->
             header(CALLER_NAMESPACE),
         )
     };
+    let acl = &state.invoker.acl;
     let decision = if caller_id.is_empty() {
-        state.invoker.acl.check_unauthenticated()
+        let d = acl.check_unauthenticated();
+        super::record_acl(acl, None, &d);
+        d
     } else {
         let ns = Some(caller_ns)
             .filter(|n| !n.is_empty())
@@ -270,7 +273,9 @@ pub async fn internal_fallback(State(state): State<ProxyState>, req: Request) ->
         let trust_domain =
             verified_td.unwrap_or_else(|| state.invoker.default_trust_domain.clone());
         let caller = dapr_policy::acl::CallerIdentity::new(caller_id, ns, trust_domain);
-        state.invoker.acl.check(&caller, &operation, None)
+        let d = acl.check(&caller, &operation, None);
+        super::record_acl(acl, Some(&caller), &d);
+        d
     };
     if !decision.allowed {
         return grpc_error(

@@ -102,9 +102,13 @@ impl InternalServer {
         let caller_id = first(super::CALLER_APP_ID);
         let decision = if let Some(VerifiedCaller(id)) = verified {
             let caller = CallerIdentity::new(id.app_id(), id.namespace(), id.trust_domain());
-            acl.check(&caller, &operation, verb.as_deref())
+            let d = acl.check(&caller, &operation, verb.as_deref());
+            super::record_acl(acl, Some(&caller), &d);
+            d
         } else if caller_id.is_empty() {
-            acl.check_unauthenticated()
+            let d = acl.check_unauthenticated();
+            super::record_acl(acl, None, &d);
+            d
         } else {
             // Self-hosted sidecars without NAMESPACE are in "default", as in Dapr.
             let namespace = Some(first(super::CALLER_NAMESPACE))
@@ -115,7 +119,9 @@ impl InternalServer {
                 namespace,
                 self.invoker.default_trust_domain.clone(),
             );
-            acl.check(&caller, &operation, verb.as_deref())
+            let d = acl.check(&caller, &operation, verb.as_deref());
+            super::record_acl(acl, Some(&caller), &d);
+            d
         };
         if decision.allowed {
             Ok(())

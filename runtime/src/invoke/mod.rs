@@ -27,7 +27,7 @@ use dapr_rs_proto::{
 };
 use futures::{Stream, StreamExt};
 use http::{HeaderMap, HeaderName, HeaderValue, Method, Response, StatusCode};
-use tonic::transport::{Channel, Endpoint};
+use tonic::transport::Endpoint;
 
 use dapr_policy::{
     acl::AccessControl,
@@ -36,7 +36,7 @@ use dapr_policy::{
 use http_body_util::BodyExt;
 
 use crate::{
-    appchannel::{AppChannel, AppChannelError, is_hop_by_hop},
+    appchannel::{AppChannel, AppChannelError, AppGrpcChannel, is_hop_by_hop},
     error::ApiError,
 };
 
@@ -89,7 +89,7 @@ pub struct Invoker {
     /// HTTPEndpoints (and URLs) invoked instead of Dapr apps.
     pub endpoints: external::Endpoints,
     resolver: Arc<dyn NameResolver>,
-    clients: RwLock<HashMap<String, ServiceInvocationClient<Channel>>>,
+    clients: RwLock<HashMap<String, ServiceInvocationClient<AppGrpcChannel>>>,
     max_message_size: usize,
     /// With `--enable-mtls`: channels to other sidecars use mutual TLS and
     /// accept only the target's SPIFFE id.
@@ -311,7 +311,7 @@ impl Invoker {
         &self,
         address: &str,
         app_id: &str,
-    ) -> Result<ServiceInvocationClient<Channel>, ApiError> {
+    ) -> Result<ServiceInvocationClient<AppGrpcChannel>, ApiError> {
         let target = Target {
             app_id: app_id.to_owned(),
             namespace: self.namespace.clone(),
@@ -323,7 +323,7 @@ impl Invoker {
         &self,
         address: &str,
         target: &Target,
-    ) -> Result<ServiceInvocationClient<Channel>, ApiError> {
+    ) -> Result<ServiceInvocationClient<AppGrpcChannel>, ApiError> {
         // Under mTLS a channel only accepts one identity, so key by it too.
         let key = match &self.mtls {
             Some(_) => format!("{address}|{}.{}", target.app_id, target.namespace),
@@ -347,7 +347,7 @@ impl Invoker {
                 .connect_timeout(std::time::Duration::from_secs(5))
                 .connect_lazy(),
         };
-        let client = ServiceInvocationClient::new(channel)
+        let client = ServiceInvocationClient::new(AppGrpcChannel::new(channel))
             .max_decoding_message_size(self.max_message_size)
             .max_encoding_message_size(self.max_message_size);
         self.clients
@@ -470,6 +470,36 @@ impl Invoker {
             .body(body)
             .map_err(|e| ApiError::Internal(e.to_string()))
     }
+}
+
+/// Dapr's access-control metrics for one decision on an incoming call
+/// (none without an `accessControl` policy, as in Dapr).
+pub(crate) fn record_acl(
+    acl: &AccessControl,
+    caller: Option<&dapr_policy::acl::CallerIdentity>,
+    decision: &dapr_policy::acl::Decision,
+) {
+    use dapr_observability::metrics::AclDecision as D;
+    use dapr_policy::acl::ActionPolicy;
+    if acl.is_allow_all() {
+        return;
+    }
+    let kind = match (decision.allowed, decision.action_policy) {
+        (true, ActionPolicy::App) => D::AppAllowed,
+        (true, ActionPolicy::Global) => D::GlobalAllowed,
+        (false, ActionPolicy::App) => D::AppBlocked,
+        (false, ActionPolicy::Global) => D::GlobalBlocked,
+    };
+    let (app, td, ns) = caller
+        .map(|c| {
+            (
+                c.app_id.as_str(),
+                c.trust_domain.as_str(),
+                c.namespace.as_str(),
+            )
+        })
+        .unwrap_or_default();
+    dapr_observability::metrics::acl_decision(kind, app, td, ns);
 }
 
 /// Largest payload of one stream message between sidecars.

@@ -170,6 +170,7 @@ impl PubSubApiError {
 
 impl axum::response::IntoResponse for PubSubApiError {
     fn into_response(self) -> axum::response::Response {
+        dapr_observability::metrics::error_code(self.error_code());
         let status = self.http_status();
         if status.is_server_error() {
             tracing::warn!(code = self.error_code(), "{self}");
@@ -182,6 +183,7 @@ impl axum::response::IntoResponse for PubSubApiError {
 
 impl From<PubSubApiError> for tonic::Status {
     fn from(e: PubSubApiError) -> Self {
+        dapr_observability::metrics::error_code(e.error_code());
         e.to_status()
     }
 }
