@@ -880,3 +880,317 @@ async fn builtin_kubernetes_secret_store_reads_namespace_secrets() -> TestResult
     let _ = std::fs::remove_dir_all(&dir);
     Ok(())
 }
+
+/// What the in-test app saw: deliveries by route, and calls of `/fail`.
+#[derive(Default)]
+struct AppLog {
+    deliveries: std::sync::Mutex<Vec<(String, Value)>>,
+    fails: std::sync::atomic::AtomicU32,
+}
+
+impl AppLog {
+    fn delivered(&self, route: &str, marker: &str) -> bool {
+        self.deliveries
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .iter()
+            .any(|(r, ev)| r == route && ev["data"]["marker"] == marker)
+    }
+
+    fn count(&self, route: &str) -> usize {
+        self.deliveries
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .iter()
+            .filter(|(r, _)| r == route)
+            .count()
+    }
+}
+
+/// An app on loopback: no programmatic subscriptions, every `POST /<route>`
+/// recorded (a CloudEvent), `GET /fail` always 503.
+async fn subscriber_app() -> (u16, std::sync::Arc<AppLog>) {
+    use axum::{
+        Router,
+        extract::{Path as AxPath, State},
+        http::StatusCode,
+        routing::{get, post},
+    };
+    let log = std::sync::Arc::new(AppLog::default());
+    let app = Router::new()
+        .route(
+            "/dapr/subscribe",
+            get(|| async { axum::Json(Value::Array(Vec::new())) }),
+        )
+        .route(
+            "/fail",
+            get(|State(l): State<std::sync::Arc<AppLog>>| async move {
+                l.fails.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                (StatusCode::SERVICE_UNAVAILABLE, "down")
+            }),
+        )
+        .route(
+            "/{route}",
+            post(
+                |State(l): State<std::sync::Arc<AppLog>>,
+                 AxPath(route): AxPath<String>,
+                 body: String| async move {
+                    let ev: Value = serde_json::from_str(&body).unwrap_or(Value::Null);
+                    l.deliveries
+                        .lock()
+                        .unwrap_or_else(|p| p.into_inner())
+                        .push((route, ev));
+                    StatusCode::OK
+                },
+            ),
+        )
+        .with_state(log.clone());
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let port = listener.local_addr().expect("addr").port();
+    tokio::spawn(async move {
+        let _ = axum::serve(listener, app).await;
+    });
+    (port, log)
+}
+
+fn subscription(name: &str, topic: &str, route: &str) -> String {
+    format!(
+        "apiVersion: dapr.io/v2alpha1\nkind: Subscription\nmetadata: {{name: {name}}}\nspec:\n  pubsubname: pubsub\n  topic: {topic}\n  routes: {{default: /{route}}}\n"
+    )
+}
+
+/// Publishes `marker` to `topic` until the app has it at `route`.
+async fn publish_until(
+    port: u16,
+    topic: &str,
+    marker: &str,
+    route: &str,
+    app: &AppLog,
+    daprd: &Proc,
+) -> Result<(), E2eError> {
+    eventually(
+        &format!("{topic}/{marker} delivered to /{route}"),
+        Duration::from_secs(30),
+        Duration::from_millis(200),
+        || async {
+            if app.delivered(route, marker) {
+                return Ok(Some(()));
+            }
+            let body = format!(r#"{{"marker":"{marker}"}}"#);
+            let (s, b) = http(
+                "POST",
+                port,
+                &format!("/v1.0/publish/pubsub/{topic}"),
+                &body,
+            )
+            .await?;
+            if s != 204 {
+                return Err(format!("publish: {s} {b}"));
+            }
+            Ok::<_, String>(None)
+        },
+    )
+    .await
+    .map_err(|e| E2eError::Output {
+        what: marker.to_owned(),
+        message: format!("{e}\n--- daprd ---\n{}", daprd.logs()),
+    })
+}
+
+/// How many in-place restarts daprd has begun.
+fn restarts(daprd: &Proc) -> usize {
+    daprd.logs().matches("re-executing daprd").count()
+}
+
+/// Waits for in-place restart number `n` and for daprd to answer again.
+async fn wait_restart(n: usize, port: u16, daprd: &Proc) -> Result<(), E2eError> {
+    eventually(
+        &format!("in-place restart {n}"),
+        Duration::from_secs(60),
+        Duration::from_millis(100),
+        || async { Ok::<_, String>((restarts(daprd) >= n).then_some(())) },
+    )
+    .await
+    .map_err(|e| E2eError::Output {
+        what: "restart".into(),
+        message: format!("{e}\n--- daprd ---\n{}", daprd.logs()),
+    })?;
+    wait_http(
+        "daprd back after the restart",
+        port,
+        "/v1.0/healthz",
+        204,
+        daprd,
+    )
+    .await
+}
+
+/// Subscriptions change in place (no restart); Resiliency and the
+/// Configuration named by `--config` restart daprd in place (same pid, the
+/// new settings in force), as Dapr's hot reloader does.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn subscriptions_live_configuration_and_resiliency_restart_in_place() -> TestResult {
+    let Some(cluster) = Cluster::tier1().await else {
+        return Ok(());
+    };
+    apply_crds(&cluster)?;
+    let ns = cluster.namespace("k8sreload")?;
+    let dir = tempfile_dir("k8sreload");
+    ns.apply(&component("pubsub", "pubsub.in-memory", "", ""))?;
+    ns.apply(
+        "apiVersion: dapr.io/v1alpha1\nkind: Configuration\nmetadata: {name: appconfig}\nspec:\n  features: [{name: HotReload, enabled: true}]\n",
+    )?;
+    // Another Configuration: changing it must not restart this sidecar.
+    ns.apply(
+        "apiVersion: dapr.io/v1alpha1\nkind: Configuration\nmetadata: {name: other}\nspec: {}\n",
+    )?;
+    ns.apply(&subscription("orders", "orders", "a"))?;
+
+    let op_port = free_port();
+    let (operator, op_healthz) = start_operator(&cluster, ns.name(), op_port, &dir, 1);
+    wait_http("operator ready", op_healthz, "/healthz", 200, &operator).await?;
+    let (app_port, app) = subscriber_app().await;
+    let http_port = free_port();
+    let mut args = daprd_k8s_args(op_port, http_port, &dir);
+    args.extend(
+        [
+            "--config",
+            "appconfig",
+            "--app-port",
+            &app_port.to_string(),
+            "--disable-builtin-k8s-secret-store",
+        ]
+        .iter()
+        .map(|s| s.to_string()),
+    );
+    let mut daprd = Proc::spawn(
+        "daprd",
+        &args,
+        &[("NAMESPACE", ns.name())],
+        dir.join("daprd.log"),
+    );
+    let pid = daprd.child.id();
+    wait_http("daprd healthz", http_port, "/v1.0/healthz", 204, &daprd).await?;
+    publish_until(http_port, "orders", "m1", "a", &app, &daprd).await?;
+
+    // Subscription changed: the new route applies, no restart.
+    let t = std::time::Instant::now();
+    ns.apply(&subscription("orders", "orders", "b"))?;
+    publish_until(http_port, "orders", "m2", "b", &app, &daprd).await?;
+    println!("Subscription change applied after {:?}", t.elapsed());
+    // A new Subscription subscribes its topic.
+    ns.apply(&subscription("audit", "audit", "audit"))?;
+    publish_until(http_port, "audit", "m3", "audit", &app, &daprd).await?;
+    // Deleted: its topic is no longer delivered (audit still is).
+    ns.kubectl(&["delete", "subscription", "orders"])?;
+    eventually(
+        "orders unsubscribed",
+        Duration::from_secs(30),
+        Duration::from_millis(100),
+        || async {
+            let logs = daprd.logs();
+            Ok::<_, String>(
+                logs.lines()
+                    .any(|l| {
+                        l.contains("unsubscribed")
+                            && l.contains("orders")
+                            && l.contains("\"topic\":\"orders\"")
+                    })
+                    .then_some(()),
+            )
+        },
+    )
+    .await?;
+    let before = app.count("b");
+    let (s, b) = http(
+        "POST",
+        http_port,
+        "/v1.0/publish/pubsub/orders",
+        r#"{"marker":"m4"}"#,
+    )
+    .await?;
+    assert_eq!(s, 204, "{b}");
+    publish_until(http_port, "audit", "m5", "audit", &app, &daprd).await?;
+    assert_eq!(
+        app.count("b"),
+        before,
+        "a deleted Subscription still delivered"
+    );
+    assert_eq!(restarts(&daprd), 0, "{}", daprd.logs());
+
+    // Another Configuration changed: nothing to do for this sidecar.
+    ns.apply(
+        "apiVersion: dapr.io/v1alpha1\nkind: Configuration\nmetadata: {name: other}\nspec:\n  features: [{name: Unrelated, enabled: true}]\n",
+    )?;
+
+    // Resiliency: no user policy → one attempt; created → restart → retries.
+    let fails = || app.fails.load(std::sync::atomic::Ordering::SeqCst);
+    let (s, _) = http(
+        "GET",
+        http_port,
+        &format!("/v1.0/invoke/{APP_ID}/method/fail"),
+        "",
+    )
+    .await?;
+    assert_eq!((s, fails()), (503, 1));
+    let t = std::time::Instant::now();
+    ns.apply(&format!(
+        "apiVersion: dapr.io/v1alpha1\nkind: Resiliency\nmetadata: {{name: retries}}\nspec:\n  policies:\n    retries:\n      twice: {{policy: constant, duration: 10ms, maxRetries: 2}}\n  targets:\n    apps:\n      {APP_ID}: {{retry: twice}}\n"
+    ))?;
+    wait_restart(1, http_port, &daprd).await?;
+    println!(
+        "Resiliency change: daprd restarted in place and ready after {:?}",
+        t.elapsed()
+    );
+    assert_eq!(daprd.child.id(), pid);
+    assert!(daprd.child.try_wait()?.is_none(), "daprd exited");
+    let before = fails();
+    let (s, _) = http(
+        "GET",
+        http_port,
+        &format!("/v1.0/invoke/{APP_ID}/method/fail"),
+        "",
+    )
+    .await?;
+    assert_eq!((s, fails() - before), (503, 3), "1 call + 2 retries");
+    // Subscriptions were taken again from the operator by the new instance.
+    publish_until(http_port, "audit", "m6", "audit", &app, &daprd).await?;
+    assert_eq!(
+        restarts(&daprd),
+        1,
+        "the unrelated Configuration restarted daprd"
+    );
+
+    // The sidecar's Configuration changed: restart, the new feature listed.
+    let t = std::time::Instant::now();
+    ns.apply(
+        "apiVersion: dapr.io/v1alpha1\nkind: Configuration\nmetadata: {name: appconfig}\nspec:\n  features: [{name: HotReload, enabled: true}, {name: Reloaded, enabled: true}]\n",
+    )?;
+    wait_restart(2, http_port, &daprd).await?;
+    println!(
+        "Configuration change: daprd restarted in place and ready after {:?}",
+        t.elapsed()
+    );
+    let (s, b) = http("GET", http_port, "/v1.0/metadata", "").await?;
+    assert_eq!(s, 200, "{b}");
+    let features: Value = serde_json::from_str(&b)?;
+    assert!(
+        features["enabledFeatures"]
+            .as_array()
+            .is_some_and(|f| f.iter().any(|x| x == "Reloaded")),
+        "{b}"
+    );
+    assert_eq!(daprd.child.id(), pid);
+    let logs = daprd.logs();
+    assert!(
+        logs.contains("Configuration appconfig changed")
+            && logs.contains("Resiliency retries changed"),
+        "{logs}"
+    );
+    daprd.stop();
+    drop(operator);
+    let _ = std::fs::remove_dir_all(&dir);
+    Ok(())
+}

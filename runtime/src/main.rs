@@ -20,7 +20,18 @@ fn main() -> std::process::ExitCode {
         }
     };
     match rt.block_on(run::run(opts)) {
-        Ok(()) => std::process::ExitCode::SUCCESS,
+        Ok(()) => match daprd::kubernetes::restart_requested() {
+            // Kubernetes mode: a Configuration/Resiliency change restarts
+            // daprd in place once the old instance has drained.
+            Some(reason) => {
+                rt.shutdown_timeout(std::time::Duration::from_secs(1));
+                tracing::info!(%reason, "re-executing daprd");
+                let e = daprd::kubernetes::exec_self();
+                eprintln!("daprd: in-place restart failed: {e}");
+                std::process::ExitCode::FAILURE
+            }
+            None => std::process::ExitCode::SUCCESS,
+        },
         Err(e) => {
             tracing::error!("{e:#}");
             eprintln!("daprd: fatal: {e:#}");

@@ -453,6 +453,20 @@ pub async fn run(opts: Options) -> anyhow::Result<()> {
             _ = sidecar.shutdown.cancelled() => {}
         }
     }
+    if let (Some(op), Some(app)) = (&operator, &invoker.app) {
+        op.spawn_subscription_watch(
+            kubernetes::SubscriptionTarget {
+                manager: subscriptions.clone(),
+                registry: sidecar.registry.clone(),
+                app: app.clone(),
+                app_id: opts.app_id.clone(),
+                grace: opts.graceful_shutdown(),
+            },
+            &resources,
+            configuration.as_ref(),
+            sidecar.shutdown.clone(),
+        );
+    }
     if let Some(app) = &invoker.app {
         tokio::select! {
             _ = input_bindings.start(&sidecar.registry, app) => {}

@@ -279,13 +279,20 @@ impl OperatorClient {
             .await?;
         resp.resiliencies
             .iter()
-            .map(|b| {
-                let doc: serde_json::Value = self.parse("Resiliency", b)?;
-                dapr_crds::Resiliency::from_document(&doc)
-                    .map_err(|e| self.invalid("Resiliency", e.to_string()))?;
-                Ok(self.other(dapr_crds::RESILIENCY_KIND, doc))
-            })
+            .map(|b| self.resiliency(b))
             .collect()
+    }
+
+    /// Parses one Resiliency payload (list or update event), checked with
+    /// the shared type and kept as a document for the policy registry.
+    pub fn resiliency(
+        &self,
+        bytes: &[u8],
+    ) -> Result<Sourced<(String, serde_json::Value)>, OperatorError> {
+        let doc: serde_json::Value = self.parse("Resiliency", bytes)?;
+        dapr_crds::Resiliency::from_document(&doc)
+            .map_err(|e| self.invalid("Resiliency", e.to_string()))?;
+        Ok(self.other(dapr_crds::RESILIENCY_KIND, doc))
     }
 
     /// `ListSubscriptionsV2`, each checked with the shared Subscription
@@ -304,13 +311,25 @@ impl OperatorClient {
             .await?;
         resp.subscriptions
             .iter()
-            .map(|b| {
-                let doc: serde_json::Value = self.parse("Subscription", b)?;
-                dapr_crds::subscription_from_document(&doc)
-                    .map_err(|e| self.invalid("Subscription", e.to_string()))?;
-                Ok(self.other(dapr_crds::SUBSCRIPTION_KIND, doc))
-            })
+            .map(|b| self.subscription(b))
             .collect()
+    }
+
+    /// Parses one Subscription payload (list or update event), checked with
+    /// the shared types and kept as a document for the pub/sub block.
+    pub fn subscription(
+        &self,
+        bytes: &[u8],
+    ) -> Result<Sourced<(String, serde_json::Value)>, OperatorError> {
+        let doc: serde_json::Value = self.parse("Subscription", bytes)?;
+        dapr_crds::subscription_from_document(&doc)
+            .map_err(|e| self.invalid("Subscription", e.to_string()))?;
+        Ok(self.other(dapr_crds::SUBSCRIPTION_KIND, doc))
+    }
+
+    /// Parses one Configuration payload (update event).
+    pub fn configuration(&self, bytes: &[u8]) -> Result<Configuration, OperatorError> {
+        self.parse("Configuration", bytes)
     }
 
     /// Everything daprd reads besides the Configuration, as the same

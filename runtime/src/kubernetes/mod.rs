@@ -16,7 +16,10 @@ use dapr_crds::{Component, ComponentSpec, Configuration, ObjectMeta};
 use tokio_util::sync::CancellationToken;
 
 pub use client::{OperatorClient, OperatorError};
-pub use watch::{watch_components, watch_http_endpoints};
+pub use watch::{
+    SubscriptionTarget, watch_components, watch_configuration, watch_http_endpoints,
+    watch_resiliency, watch_subscriptions,
+};
 
 use crate::{
     components::ComponentLoader,
@@ -89,6 +92,54 @@ pub fn hot_reload_enabled(config: Option<&Configuration>) -> bool {
             .iter()
             .any(|f| f.name == HOT_RELOAD && !f.enabled)
     })
+}
+
+/// Why daprd is restarting itself, once a watch asked for it.
+static RESTART: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+
+/// Asks for an in-place restart: daprd shuts down gracefully (in-flight
+/// requests drain, subscriptions stop) and `main` then re-executes it.
+pub fn request_restart(reason: String, shutdown: &CancellationToken) {
+    if RESTART.set(reason.clone()).is_ok() {
+        tracing::info!(%reason, "restarting daprd in place to apply the change");
+    }
+    shutdown.cancel();
+}
+
+/// The reason of a requested in-place restart, if any.
+pub fn restart_requested() -> Option<&'static str> {
+    RESTART.get().map(String::as_str)
+}
+
+/// Replaces this process with a fresh daprd: same pid, arguments and
+/// environment, so the pod's container does not restart. Dapr re-runs its
+/// runtime inside the process on such changes (SIGHUP); a re-exec gives the
+/// same clean start with nothing left of the old instance. Returns only if
+/// the exec failed.
+#[cfg(unix)]
+pub fn exec_self() -> std::io::Error {
+    use std::os::unix::process::CommandExt;
+    let mut args = std::env::args_os();
+    let arg0 = args.next();
+    // /proc/self/exe stays valid even if the file was replaced on disk.
+    let exe = if std::path::Path::new("/proc/self/exe").exists() {
+        PathBuf::from("/proc/self/exe")
+    } else {
+        match std::env::current_exe() {
+            Ok(p) => p,
+            Err(e) => return e,
+        }
+    };
+    let mut cmd = std::process::Command::new(exe);
+    if let Some(a) = arg0 {
+        cmd.arg0(a);
+    }
+    cmd.args(args).exec()
+}
+
+#[cfg(not(unix))]
+pub fn exec_self() -> std::io::Error {
+    std::io::Error::other("in-place restart needs a unix exec")
 }
 
 /// Trust domain of application identities when the Configuration does not
@@ -184,9 +235,39 @@ impl Operator {
             loader,
             invoker,
             resources.http_endpoints.clone(),
-            app_id,
-            shutdown,
+            app_id.clone(),
+            shutdown.clone(),
         ));
+        // Restart-to-apply kinds, as Dapr's SIGHUP reconcilers.
+        if let Some(c) = config {
+            tokio::spawn(watch_configuration(
+                self.client.clone(),
+                c.metadata.name.clone(),
+                c.spec.clone(),
+                shutdown.clone(),
+            ));
+        }
+        let client = self.client.clone();
+        let initial = resources.others.clone();
+        tokio::spawn(async move { watch_resiliency(client, app_id, &initial, shutdown).await });
+    }
+
+    /// Applies Subscription changes in place once the app's subscriptions
+    /// have started (`initial` is what they were started from), unless the
+    /// Configuration turned `HotReload` off.
+    pub fn spawn_subscription_watch(
+        &self,
+        target: SubscriptionTarget,
+        resources: &Resources,
+        config: Option<&Configuration>,
+        shutdown: CancellationToken,
+    ) {
+        if !hot_reload_enabled(config) {
+            return;
+        }
+        let client = self.client.clone();
+        let initial = resources.others.clone();
+        tokio::spawn(async move { watch_subscriptions(client, target, &initial, shutdown).await });
     }
 }
 

@@ -1,9 +1,15 @@
-//! Live updates from the operator's streams (`ComponentUpdate`,
-//! `HTTPEndpointUpdate`), as Dapr's hot reloader does in Kubernetes mode:
+//! Live updates from the operator's streams, as Dapr's hot reloader does in
+//! Kubernetes mode:
 //!
-//! * every event is applied on its own: a created or updated component is
-//!   built and swapped in (the previous instance serves until then), a
-//!   deleted one is dropped;
+//! * `ComponentUpdate`, `SubscriptionUpdate`, `HTTPEndpointUpdate` apply in
+//!   place, each event on its own: a created or updated component is built
+//!   and swapped in (the previous instance serves until then), a deleted one
+//!   is dropped; a changed Subscription's topic is unsubscribed and
+//!   subscribed again with the new definition; HTTPEndpoints are rebuilt;
+//! * `ConfigurationUpdate` (of the Configuration named by `--config`) and
+//!   `ResiliencyUpdate` restart daprd in place when the resource really
+//!   changed, as Dapr's SIGHUP reconcilers do: these settings are read all
+//!   over the runtime at start;
 //! * after each (re)connection, and every [`RECONCILE_INTERVAL`] as a
 //!   backstop, the full list is fetched and diffed against what is loaded,
 //!   so changes made while the stream was down (operator restart) are not
@@ -16,17 +22,22 @@ use std::{
     time::Duration,
 };
 
-use dapr_crds::{Component, HttpEndpoint};
+use dapr_crds::{Component, ConfigurationSpec, HttpEndpoint};
 use dapr_rs_proto::generated::dapr::proto::operator::v1::{self as pb, ResourceEventType};
 use tokio_util::sync::CancellationToken;
 use tonic::{Status, Streaming};
 
 use super::client::{OperatorClient, OperatorError, describe};
 use crate::{
-    components::ComponentLoader,
+    appchannel::AppChannel,
+    components::{ComponentLoader, Registry},
     invoke::{Invoker, external},
+    pubsub::{manager::SubscriptionManager, subscriptions},
     resources::Sourced,
 };
+
+/// A resource document as the pub/sub block and the policy registry read it.
+type Document = Sourced<(String, serde_json::Value)>;
 
 /// Backstop full reconcile (Dapr's default reconcile interval).
 pub const RECONCILE_INTERVAL: Duration = Duration::from_secs(60);
@@ -40,6 +51,8 @@ enum Stop {
     Shutdown,
     /// A component failed without `ignoreErrors`: Dapr exits in that case.
     Fatal,
+    /// A change that only a restart applies (Configuration, Resiliency).
+    Restart(String),
 }
 
 /// One kind's stream: how to open it, list the kind, and apply events.
@@ -361,6 +374,363 @@ impl Watched for Endpoints {
             }
         }
         self.rebuild().await;
+        Ok(())
+    }
+}
+
+/// Ends a watch that found a change only a restart applies: records why and
+/// starts the graceful shutdown after which daprd re-executes itself.
+fn finish(result: Result<(), Stop>, shutdown: &CancellationToken) {
+    match result {
+        Err(Stop::Restart(reason)) => super::request_restart(reason, shutdown),
+        Err(Stop::Fatal) => shutdown.cancel(),
+        Ok(()) | Err(Stop::Shutdown) => {}
+    }
+}
+
+/// Restarts daprd in place when the Configuration named `name` (the one
+/// `--config` loaded, `loaded`) is changed or deleted. Other Configurations
+/// of the namespace do not concern this sidecar.
+pub async fn watch_configuration(
+    client: OperatorClient,
+    name: String,
+    loaded: ConfigurationSpec,
+    shutdown: CancellationToken,
+) {
+    let watched = ConfigurationWatch {
+        client,
+        name,
+        loaded,
+    };
+    finish(run(watched, shutdown.clone()).await, &shutdown);
+}
+
+struct ConfigurationWatch {
+    client: OperatorClient,
+    name: String,
+    loaded: ConfigurationSpec,
+}
+
+impl ConfigurationWatch {
+    fn restart(&self, what: &str) -> Stop {
+        Stop::Restart(format!("Configuration {} {what}", self.name))
+    }
+}
+
+#[tonic::async_trait]
+impl Watched for ConfigurationWatch {
+    type Event = pb::ConfigurationUpdateEvent;
+    const KIND: &'static str = "Configuration";
+
+    async fn open(&self) -> Result<Streaming<Self::Event>, Status> {
+        let req = pb::ConfigurationUpdateRequest {
+            namespace: self.client.namespace().to_owned(),
+        };
+        Ok(self
+            .client
+            .grpc()
+            .configuration_update(req)
+            .await?
+            .into_inner())
+    }
+
+    async fn relist(&self) -> Result<(), Result<OperatorError, Stop>> {
+        match self.client.get_configuration(&self.name).await {
+            Ok(c) if c.spec == self.loaded => Ok(()),
+            Ok(_) => Err(Err(self.restart("changed"))),
+            Err(OperatorError::ConfigurationNotFound { .. }) => Err(Err(self.restart("deleted"))),
+            Err(e) => Err(Ok(e)),
+        }
+    }
+
+    async fn apply(&self, event: Self::Event) -> Result<(), Stop> {
+        let c = match self.client.configuration(&event.configuration) {
+            Ok(c) => c,
+            Err(e) => {
+                tracing::error!("ignoring configuration update: {e}");
+                return Ok(());
+            }
+        };
+        if c.metadata.name != self.name {
+            return Ok(());
+        }
+        if event.r#type == ResourceEventType::Deleted as i32 {
+            return Err(self.restart("deleted"));
+        }
+        if c.spec == self.loaded {
+            tracing::debug!(configuration = %self.name, "configuration unchanged");
+            return Ok(());
+        }
+        Err(self.restart("changed"))
+    }
+}
+
+/// What of a scoped resource matters to this sidecar: its spec and scopes,
+/// when `app_id` is in scope (None otherwise).
+fn relevant(doc: &serde_json::Value, app_id: &str) -> Option<serde_json::Value> {
+    let scopes = doc.get("scopes").and_then(|s| s.as_array());
+    let in_scope = scopes.is_none_or(|s| s.is_empty() || s.iter().any(|a| a == app_id));
+    in_scope.then(|| serde_json::json!([doc.get("spec"), doc.get("scopes")]))
+}
+
+fn doc_name(doc: &serde_json::Value) -> String {
+    doc.pointer("/metadata/name")
+        .and_then(|n| n.as_str())
+        .unwrap_or_default()
+        .to_owned()
+}
+
+/// Restarts daprd in place when a Resiliency in scope for `app_id` is
+/// created, changed or deleted (or scoped in or away). `initial` is what
+/// startup loaded.
+pub async fn watch_resiliency(
+    client: OperatorClient,
+    app_id: String,
+    initial: &[Document],
+    shutdown: CancellationToken,
+) {
+    let loaded = initial
+        .iter()
+        .filter(|d| d.resource.0 == dapr_crds::RESILIENCY_KIND)
+        .filter_map(|d| Some((doc_name(&d.resource.1), relevant(&d.resource.1, &app_id)?)))
+        .collect();
+    let watched = ResiliencyWatch {
+        client,
+        app_id,
+        loaded,
+    };
+    finish(run(watched, shutdown.clone()).await, &shutdown);
+}
+
+struct ResiliencyWatch {
+    client: OperatorClient,
+    app_id: String,
+    /// In-scope policies at start, by name. Never updated: any difference
+    /// restarts daprd.
+    loaded: BTreeMap<String, serde_json::Value>,
+}
+
+#[tonic::async_trait]
+impl Watched for ResiliencyWatch {
+    type Event = pb::ResiliencyUpdateEvent;
+    const KIND: &'static str = "Resiliency";
+
+    async fn open(&self) -> Result<Streaming<Self::Event>, Status> {
+        let req = pb::ResiliencyUpdateRequest {
+            namespace: self.client.namespace().to_owned(),
+        };
+        Ok(self
+            .client
+            .grpc()
+            .resiliency_update(req)
+            .await?
+            .into_inner())
+    }
+
+    async fn relist(&self) -> Result<(), Result<OperatorError, Stop>> {
+        let listed = self.client.list_resiliency().await.map_err(Ok)?;
+        let now: BTreeMap<String, serde_json::Value> = listed
+            .iter()
+            .filter_map(|d| {
+                Some((
+                    doc_name(&d.resource.1),
+                    relevant(&d.resource.1, &self.app_id)?,
+                ))
+            })
+            .collect();
+        if now == self.loaded {
+            return Ok(());
+        }
+        let changed: Vec<&String> = now
+            .keys()
+            .chain(self.loaded.keys())
+            .filter(|k| now.get(*k) != self.loaded.get(*k))
+            .collect();
+        Err(Err(Stop::Restart(format!(
+            "Resiliency {changed:?} changed"
+        ))))
+    }
+
+    async fn apply(&self, event: Self::Event) -> Result<(), Stop> {
+        let doc = match self.client.resiliency(&event.resiliency) {
+            Ok(d) => d.resource.1,
+            Err(e) => {
+                tracing::error!("ignoring resiliency update: {e}");
+                return Ok(());
+            }
+        };
+        let name = doc_name(&doc);
+        let now = if event.r#type == ResourceEventType::Deleted as i32 {
+            None
+        } else {
+            relevant(&doc, &self.app_id)
+        };
+        if now.as_ref() == self.loaded.get(&name) {
+            tracing::debug!(resiliency = %name, "resiliency unchanged for this app");
+            return Ok(());
+        }
+        Err(Stop::Restart(format!("Resiliency {name} changed")))
+    }
+}
+
+/// What the Subscription watch needs to (re)subscribe on the app's behalf.
+pub struct SubscriptionTarget {
+    pub manager: Arc<SubscriptionManager>,
+    pub registry: Arc<Registry>,
+    pub app: AppChannel,
+    pub app_id: String,
+    /// Time deliveries in flight get when their subscription is replaced.
+    pub grace: Duration,
+}
+
+/// Applies `SubscriptionUpdate` events in place until `shutdown`: the
+/// topics of a created, changed or deleted Subscription are subscribed
+/// again with what is now declared. `initial` is what startup subscribed.
+pub async fn watch_subscriptions(
+    client: OperatorClient,
+    target: SubscriptionTarget,
+    initial: &[Document],
+    shutdown: CancellationToken,
+) {
+    let known = initial
+        .iter()
+        .filter(|d| d.resource.0 == dapr_crds::SUBSCRIPTION_KIND)
+        .map(|d| (doc_name(&d.resource.1), d.clone()))
+        .collect();
+    let watched = SubscriptionWatch {
+        client,
+        target,
+        known: tokio::sync::Mutex::new(known),
+    };
+    finish(run(watched, shutdown.clone()).await, &shutdown);
+}
+
+struct SubscriptionWatch {
+    client: OperatorClient,
+    target: SubscriptionTarget,
+    /// Every Subscription of the namespace the operator sent, by name.
+    known: tokio::sync::Mutex<BTreeMap<String, Document>>,
+}
+
+/// Same definition (metadata such as resourceVersion aside).
+fn same_subscription(a: &Document, b: &Document) -> bool {
+    let (a, b) = (&a.resource.1, &b.resource.1);
+    a.get("spec") == b.get("spec") && a.get("scopes") == b.get("scopes")
+}
+
+/// The (pubsub, topic) a Subscription document subscribes to.
+fn topic_key(doc: &serde_json::Value) -> Option<(String, String)> {
+    let sub = dapr_crds::subscription_from_document(doc).ok()?;
+    Some((sub.spec.pubsubname, sub.spec.topic))
+}
+
+impl SubscriptionWatch {
+    /// Replaces the named documents (None = deleted) and re-subscribes the
+    /// topics they declared before or declare now.
+    async fn change(&self, changes: Vec<(String, Option<Document>)>) {
+        let mut known = self.known.lock().await;
+        let mut keys = std::collections::HashSet::new();
+        let mut names = Vec::new();
+        for (name, doc) in changes {
+            let old = match doc {
+                Some(d) => {
+                    keys.extend(topic_key(&d.resource.1));
+                    known.insert(name.clone(), d)
+                }
+                None => known.remove(&name),
+            };
+            keys.extend(old.and_then(|o| topic_key(&o.resource.1)));
+            names.push(name);
+        }
+        if keys.is_empty() {
+            return;
+        }
+        // One document at a time, so an invalid one is reported by name and
+        // the others still apply.
+        let mut subs = Vec::new();
+        for doc in known.values() {
+            match subscriptions::declarative(std::slice::from_ref(doc), &self.target.app_id) {
+                Ok(s) => subs.extend(s),
+                Err(e) => tracing::error!(
+                    subscription = %doc_name(&doc.resource.1),
+                    "Subscription from the operator not applied: {e}"
+                ),
+            }
+        }
+        tracing::info!(subscriptions = ?names, topics = ?keys, "Subscriptions updated from the operator");
+        let t = &self.target;
+        t.manager
+            .replace_declarative(&t.registry, &t.app, &t.app_id, &keys, subs, t.grace)
+            .await;
+    }
+}
+
+#[tonic::async_trait]
+impl Watched for SubscriptionWatch {
+    type Event = pb::SubscriptionUpdateEvent;
+    const KIND: &'static str = "Subscription";
+
+    async fn open(&self) -> Result<Streaming<Self::Event>, Status> {
+        let req = pb::SubscriptionUpdateRequest {
+            namespace: self.client.namespace().to_owned(),
+        };
+        Ok(self
+            .client
+            .grpc()
+            .subscription_update(req)
+            .await?
+            .into_inner())
+    }
+
+    async fn relist(&self) -> Result<(), Result<OperatorError, Stop>> {
+        let listed = self.client.list_subscriptions().await.map_err(Ok)?;
+        let fresh: BTreeMap<String, Document> = listed
+            .into_iter()
+            .map(|d| (doc_name(&d.resource.1), d))
+            .collect();
+        let changes: Vec<(String, Option<Document>)> = {
+            let known = self.known.lock().await;
+            let mut changes: Vec<_> = fresh
+                .iter()
+                .filter(|(k, v)| known.get(*k).is_none_or(|o| !same_subscription(o, v)))
+                .map(|(k, v)| (k.clone(), Some(v.clone())))
+                .collect();
+            changes.extend(
+                known
+                    .keys()
+                    .filter(|k| !fresh.contains_key(*k))
+                    .map(|k| (k.clone(), None)),
+            );
+            changes
+        };
+        if !changes.is_empty() {
+            self.change(changes).await;
+        }
+        Ok(())
+    }
+
+    async fn apply(&self, event: Self::Event) -> Result<(), Stop> {
+        let doc = match self.client.subscription(&event.subscription) {
+            Ok(d) => d,
+            Err(e) => {
+                tracing::error!("ignoring subscription update: {e}");
+                return Ok(());
+            }
+        };
+        let name = doc_name(&doc.resource.1);
+        if event.r#type == ResourceEventType::Deleted as i32 {
+            self.change(vec![(name, None)]).await;
+            return Ok(());
+        }
+        let unchanged = self
+            .known
+            .lock()
+            .await
+            .get(&name)
+            .is_some_and(|o| same_subscription(o, &doc));
+        if !unchanged {
+            self.change(vec![(name, Some(doc))]).await;
+        }
         Ok(())
     }
 }

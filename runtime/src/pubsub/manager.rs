@@ -15,6 +15,9 @@ use super::{
 };
 use crate::{appchannel::AppChannel, components::Registry, options::AppProtocol};
 
+/// How declarative subscriptions' `origin` starts (see `subscriptions::declarative`).
+const DECLARATIVE: &str = "declarative";
+
 /// A running topic subscription, for the metadata API and logs.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ActiveSubscription {
@@ -116,6 +119,71 @@ impl SubscriptionManager {
             )
             .await
             .map_err(|e| e.to_string())
+    }
+
+    /// Hot reload of `Subscription` resources: the running declarative
+    /// subscriptions of `keys` (pubsub, topic) stop (deliveries in flight get
+    /// `grace`), then those of `subs` for these keys start, as Dapr closes a
+    /// changed subscription before adding it again. A key the app subscribed
+    /// to itself keeps the app's subscription.
+    pub async fn replace_declarative(
+        &self,
+        registry: &Arc<Registry>,
+        app: &AppChannel,
+        app_id: &str,
+        keys: &HashSet<(String, String)>,
+        subs: Vec<TopicSubscription>,
+        grace: Duration,
+    ) {
+        let stopped: Vec<(ActiveSubscription, Subscription)> = {
+            let mut running = self.running.lock().await;
+            let (gone, kept) = std::mem::take(&mut *running)
+                .into_iter()
+                .partition(|(a, _)| {
+                    a.origin.starts_with(DECLARATIVE)
+                        && keys.contains(&(a.pubsub.clone(), a.topic.clone()))
+                });
+            *running = kept;
+            gone
+        };
+        futures::future::join_all(stopped.into_iter().map(|(a, s)| async move {
+            s.stop(grace).await;
+            tracing::info!(pubsub = %a.pubsub, topic = %a.topic, origin = %a.origin, "unsubscribed");
+        }))
+        .await;
+        let mut started = HashSet::new();
+        for sub in subs {
+            let key = (sub.pubsub.clone(), sub.topic.clone());
+            if !keys.contains(&key) || !started.insert(key.clone()) {
+                continue;
+            }
+            let taken = self
+                .running
+                .lock()
+                .await
+                .iter()
+                .any(|(a, _)| a.pubsub == key.0 && a.topic == key.1);
+            if taken {
+                tracing::warn!(pubsub = %sub.pubsub, topic = %sub.topic, origin = %sub.origin, "the app subscribes to this topic itself; declarative subscription ignored");
+                continue;
+            }
+            match self.subscribe(registry, app, app_id, sub.clone()).await {
+                Ok(s) => {
+                    tracing::info!(pubsub = %sub.pubsub, topic = %sub.topic, origin = %sub.origin, "subscribed");
+                    self.running.lock().await.push((
+                        ActiveSubscription {
+                            pubsub: sub.pubsub,
+                            topic: sub.topic,
+                            origin: sub.origin,
+                        },
+                        s,
+                    ));
+                }
+                Err(e) => {
+                    tracing::error!(pubsub = %sub.pubsub, topic = %sub.topic, origin = %sub.origin, "cannot subscribe: {e}")
+                }
+            }
+        }
     }
 
     pub async fn active(&self) -> Vec<ActiveSubscription> {
