@@ -22,11 +22,43 @@ pub struct GeneratedCrd {
 }
 
 impl GeneratedCrd {
-    /// The CRD as a YAML document.
+    /// The CRD as a YAML document (`crds/generated/`).
     pub fn to_yaml(&self) -> Result<String, serde_saphyr::ser::Error> {
         serde_saphyr::to_string(&self.crd)
     }
+
+    /// The chart's copy (`charts/dapr/crds/`): as [`Self::crd`], except that
+    /// Subscriptions convert through the operator's webhook as in Dapr's
+    /// chart: `dapr-webhook` Service, `/convert`, the namespace `replaceme`
+    /// and the `caBundle` patched by the operator once it runs.
+    pub fn chart_crd(&self) -> Value {
+        let mut crd = self.crd.clone();
+        if self.file_name == SUBSCRIPTION_FILE {
+            crd["spec"]["conversion"] = json!({
+                "strategy": "Webhook",
+                "webhook": {
+                    "clientConfig": {
+                        "service": {
+                            "namespace": "replaceme",
+                            "name": "dapr-webhook",
+                            "path": "/convert",
+                            "port": 443,
+                        },
+                    },
+                    "conversionReviewVersions": ["v1"],
+                },
+            });
+        }
+        crd
+    }
+
+    /// [`Self::chart_crd`] as a YAML document.
+    pub fn to_chart_yaml(&self) -> Result<String, serde_saphyr::ser::Error> {
+        serde_saphyr::to_string(&self.chart_crd())
+    }
 }
+
+const SUBSCRIPTION_FILE: &str = "subscription.yaml";
 
 struct Names {
     kind: &'static str,
@@ -86,8 +118,8 @@ pub fn all() -> Vec<GeneratedCrd> {
             ),
         },
         GeneratedCrd {
-            file_name: "subscription.yaml",
-            crd: crd(
+            file_name: SUBSCRIPTION_FILE,
+            crd: without_webhook(crd(
                 Names {
                     kind: "Subscription",
                     plural: "subscriptions",
@@ -105,9 +137,17 @@ pub fn all() -> Vec<GeneratedCrd> {
                         root_schema::<subscription::v2alpha1::Subscription>(),
                     ),
                 ],
-            ),
+            )),
         },
     ]
+}
+
+/// `webhook: null` beside `strategy: None`: `kubectl apply` of this copy
+/// over the chart's (webhook) CRD then removes the webhook settings, which
+/// the apiserver refuses to keep with `None`.
+fn without_webhook(mut crd: Value) -> Value {
+    crd["spec"]["conversion"]["webhook"] = Value::Null;
+    crd
 }
 
 fn crd(names: Names, versions: Vec<Value>) -> Value {
@@ -129,7 +169,9 @@ fn crd(names: Names, versions: Vec<Value>) -> Value {
             },
             "scope": "Namespaced",
             // Without a conversion webhook the apiserver only rewrites
-            // apiVersion; the operator converts v1alpha1 Subscriptions itself.
+            // apiVersion; the operator converts v1alpha1 Subscriptions
+            // itself. The chart's Subscription CRD uses the webhook
+            // (`GeneratedCrd::chart_crd`).
             "conversion": {"strategy": "None"},
             "versions": versions,
         }
@@ -316,6 +358,23 @@ mod tests {
                 .is_object()
         );
         let sub = find("subscription.yaml");
+        let chart = all
+            .iter()
+            .find(|g| g.file_name == "subscription.yaml")
+            .unwrap()
+            .chart_crd();
+        let conv = &chart["spec"]["conversion"];
+        assert_eq!(conv["strategy"], "Webhook");
+        assert_eq!(
+            conv["webhook"]["clientConfig"]["service"]["name"],
+            "dapr-webhook"
+        );
+        assert_eq!(
+            conv["webhook"]["clientConfig"]["service"]["path"],
+            "/convert"
+        );
+        let _: CustomResourceDefinition = serde_json::from_value(chart.clone()).unwrap();
+        assert_eq!(sub["spec"]["conversion"]["strategy"], "None");
         let vs = sub["spec"]["versions"].as_array().unwrap();
         assert_eq!(
             (vs[0]["name"].as_str(), vs[0]["storage"].as_bool()),
@@ -357,8 +416,10 @@ mod tests {
     fn generated_yaml_is_fresh() {
         let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
         for g in all() {
-            let want = g.to_yaml().unwrap();
-            for dir in ["generated", "../charts/dapr/crds"] {
+            for (dir, want) in [
+                ("generated", g.to_yaml().unwrap()),
+                ("../charts/dapr/crds", g.to_chart_yaml().unwrap()),
+            ] {
                 let path = root.join(dir).join(g.file_name);
                 let have = std::fs::read_to_string(&path).unwrap_or_default();
                 assert!(

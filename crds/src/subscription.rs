@@ -99,8 +99,9 @@ pub mod v2alpha1 {
         pub dead_letter_topic: String,
         #[serde(default)]
         pub bulk_subscribe: BulkSubscribe,
-        /// v1alpha1's single route. The CRD has no conversion webhook, so a
-        /// v1alpha1 object is stored as v2alpha1 with this field kept;
+        /// v1alpha1's single route. Without the conversion webhook
+        /// (`crds/generated`), a v1alpha1 object is stored as v2alpha1 with
+        /// this field kept;
         /// [`super::subscription_from_document`] moves it to `routes.default`.
         #[serde(default, skip_serializing_if = "String::is_empty")]
         pub route: String,

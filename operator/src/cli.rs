@@ -85,6 +85,21 @@ pub struct Args {
     /// Private key (PEM) for --tls-cert-file.
     #[arg(long, requires = "tls_cert_file")]
     pub tls_key_file: Option<String>,
+    /// Port of the Subscription conversion webhook (HTTPS, `POST /convert`),
+    /// behind the `dapr-webhook` Service. Served with the operator's
+    /// certificate, so not with --disable-mtls.
+    #[arg(long, default_value_t = 19443)]
+    pub webhook_port: u16,
+    /// Address the conversion webhook listens on (empty: all interfaces).
+    #[arg(long, default_value = "")]
+    pub webhook_listen_address: String,
+    /// CRD whose conversion `caBundle` (and `service.namespace`) the operator
+    /// keeps current, when its strategy is `Webhook`.
+    #[arg(long, default_value = crate::conversion::SUBSCRIPTIONS_CRD)]
+    pub conversion_crd: String,
+    /// Do not serve the conversion webhook nor touch the CRD.
+    #[arg(long)]
+    pub disable_conversion_webhook: bool,
     /// Development only: serve the gRPC API in plaintext. Callers are then
     /// unauthenticated; the namespace in each request is trusted and
     /// component scopes are not filtered (daprd filters them itself).

@@ -8,6 +8,7 @@
 
 pub mod cache;
 pub mod cli;
+pub mod conversion;
 pub mod grpc;
 pub mod http;
 pub mod kinds;
@@ -191,6 +192,26 @@ pub async fn start(args: Args, client: Client) -> Result<Running, StartError> {
             dapr_security::tls::PeerAuthorizer::any(),
         )
         .map_err(|e| StartError::TlsConfig(e.to_string()))?;
+        if !args.disable_conversion_webhook {
+            let webhook = bind(Args::socket(
+                &args.webhook_listen_address,
+                args.webhook_port,
+            ))
+            .await?;
+            let mut web_cfg = dapr_security::tls::server_config_no_client_auth(&svids)
+                .map_err(|e| StartError::TlsConfig(e.to_string()))?;
+            // The apiserver speaks HTTP/2 or HTTP/1.1 to webhooks.
+            web_cfg.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
+            tracing::info!(addr = ?webhook.local_addr().ok(), crd = %args.conversion_crd, "conversion webhook listening");
+            tasks.push(tokio::spawn(conversion::serve(webhook, Arc::new(web_cfg))));
+            tasks.push(tokio::spawn(conversion::keep_ca_bundle(
+                client.clone(),
+                args.conversion_crd.clone(),
+                args.trust_anchors_file.clone(),
+                args.namespace.clone(),
+                Duration::from_secs(30),
+            )));
+        }
         let incoming = dapr_security::net::tls_incoming(
             listener,
             Arc::new(cfg),

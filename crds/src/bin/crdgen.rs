@@ -11,8 +11,8 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         std::fs::create_dir_all(dir)?;
     }
     for crd in dapr_crds::crd::all() {
-        let yaml = crd.to_yaml()?;
-        for dir in &dirs {
+        // The chart's copy converts Subscriptions through the operator's webhook.
+        for (dir, yaml) in dirs.iter().zip([crd.to_yaml()?, crd.to_chart_yaml()?]) {
             let path = dir.join(crd.file_name);
             std::fs::write(&path, &yaml)?;
             println!("wrote {}", path.display());
