@@ -226,8 +226,10 @@ pub async fn run(opts: Options) -> anyhow::Result<()> {
             configuration.as_ref(),
         )?);
     loader.load_all(&components).await?;
+    let clustered =
+        !crate::actors::placement_addresses(opts.placement_host_address.as_deref()).is_empty();
     if let Some(engine) =
-        crate::workflow::start(&sidecar.registry, &opts.app_id, &namespace).await?
+        crate::workflow::start(&sidecar.registry, &opts.app_id, &namespace, clustered).await?
     {
         sidecar.workflows.set(engine);
     }
@@ -388,6 +390,9 @@ pub async fn run(opts: Options) -> anyhow::Result<()> {
         format!("{advertised_ip}:{internal_port}"),
         internal_port,
     )?;
+    if let (Ok(engine), Some(rt)) = (sidecar.workflows.get(), sidecar.actors.try_get()) {
+        crate::workflow::attach(engine, rt, &opts.app_id, &namespace);
+    }
     resolver
         .register(&Instance {
             app_id: opts.app_id.clone(),

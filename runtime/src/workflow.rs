@@ -5,12 +5,22 @@
 
 use std::sync::{Arc, OnceLock};
 
-use dapr_workflow::{Engine, StartRequest, WorkflowError, WorkflowStore, status_name};
-use http::StatusCode;
+use dapr_workflow::{
+    Engine, StartRequest, WorkflowError, WorkflowStore,
+    cluster::{ActorKind, CallError, Cluster, Place},
+    status_name,
+};
+use http::{HeaderMap, HeaderValue, Method, StatusCode};
 use tonic::Code;
 use tracing::info;
 
-use crate::{components::Registry, error::MappedError};
+use crate::{
+    actors::{
+        ActorCall, ActorError, ActorResponse, ActorRuntime, Owner, internal::InternalHandler,
+    },
+    components::Registry,
+    error::MappedError,
+};
 
 /// The engine once the sidecar has started it (it needs the components).
 #[derive(Clone, Default)]
@@ -29,10 +39,15 @@ impl WorkflowSlot {
 /// Starts the engine on the state store marked `actorStateStore: "true"`
 /// and resumes the instances a previous run left unfinished. `None` when
 /// no such store is configured (workflow calls then fail as in Dapr).
+///
+/// `clustered`: placement is configured, so replicas of the app share the
+/// instances; nothing is resumed until [`attach`] learns what this sidecar
+/// owns.
 pub async fn start(
     registry: &Registry,
     app_id: &str,
     namespace: &str,
+    clustered: bool,
 ) -> anyhow::Result<Option<Engine>> {
     let Some(name) = registry
         .infos()
@@ -60,12 +75,168 @@ pub async fn start(
         WorkflowStore::new(entry.store.clone(), app_id, namespace),
         app_id,
     );
+    if clustered {
+        engine.expect_cluster();
+    }
     let resumed = engine
         .recover()
         .await
         .map_err(|e| anyhow::anyhow!("resuming workflows from state store '{name}': {e}"))?;
     info!(store = %name, resumed, "workflow engine started");
     Ok(Some(engine))
+}
+
+/// Dapr's internal actor types for an app's workflows and activities.
+pub fn actor_types(app_id: &str, namespace: &str) -> (String, String) {
+    let ns = if namespace.is_empty() {
+        "default"
+    } else {
+        namespace
+    };
+    (
+        format!("dapr.internal.{ns}.{app_id}.workflow"),
+        format!("dapr.internal.{ns}.{app_id}.activity"),
+    )
+}
+
+/// Joins the engine to the actor runtime: the internal workflow and
+/// activity actors are served by the engine, registered with placement
+/// while a worker is connected, and calls about instances owned by another
+/// replica go to it over the internal gRPC API (`CallActor`, mTLS as any
+/// actor call).
+pub fn attach(engine: &Engine, rt: Arc<ActorRuntime>, app_id: &str, namespace: &str) {
+    let (workflow_type, activity_type) = actor_types(app_id, namespace);
+    rt.set_internal_handler(
+        vec![workflow_type.clone(), activity_type.clone()],
+        Arc::new(Handler {
+            engine: engine.clone(),
+            workflow_type: workflow_type.clone(),
+            app_id: app_id.to_owned(),
+        }),
+    );
+    engine.attach_cluster(Arc::new(ActorCluster {
+        rt,
+        workflow_type,
+        activity_type,
+    }));
+}
+
+/// Marks a reply as a failure; the body is then the encoded status.
+const ERROR_HEADER: &str = "x-dapr-workflow-error";
+
+struct ActorCluster {
+    rt: Arc<ActorRuntime>,
+    workflow_type: String,
+    activity_type: String,
+}
+
+impl ActorCluster {
+    fn actor_type(&self, kind: ActorKind) -> &str {
+        match kind {
+            ActorKind::Workflow => &self.workflow_type,
+            ActorKind::Activity => &self.activity_type,
+        }
+    }
+}
+
+#[tonic::async_trait]
+impl Cluster for ActorCluster {
+    fn place(&self, kind: ActorKind, id: &str) -> Place {
+        match self.rt.owner(self.actor_type(kind), id) {
+            Owner::Local => Place::Here,
+            Owner::Remote { .. } => Place::Elsewhere,
+            Owner::NotReady => Place::Unknown,
+            Owner::NoHost => Place::Nobody,
+        }
+    }
+
+    async fn call(
+        &self,
+        kind: ActorKind,
+        id: &str,
+        method: &str,
+        body: Vec<u8>,
+    ) -> Result<Vec<u8>, CallError> {
+        let mut headers = HeaderMap::new();
+        headers.insert(
+            http::header::CONTENT_TYPE,
+            HeaderValue::from_static("application/x-protobuf"),
+        );
+        let call = ActorCall {
+            actor_type: self.actor_type(kind).to_owned(),
+            actor_id: id.to_owned(),
+            method: method.to_owned(),
+            verb: Method::PUT,
+            query: None,
+            headers,
+            data: body.into(),
+        };
+        match self.rt.call(call).await {
+            Ok(resp) if resp.headers.contains_key(ERROR_HEADER) => Err(CallError::Status(
+                dapr_workflow::cluster::status_from_bytes(&resp.data),
+            )),
+            Ok(resp) => Ok(resp.data.to_vec()),
+            // Nobody hosts the type (no worker connected anywhere).
+            Err(ActorError::NoAddress(_)) => Err(CallError::RunHere),
+            Err(e) => Err(CallError::Status(e.to_status())),
+        }
+    }
+
+    fn set_hosting(&self, hosting: bool) {
+        self.rt.set_internal_hosting(hosting);
+    }
+
+    fn table_updates(&self) -> tokio::sync::watch::Receiver<u64> {
+        self.rt.table_updates()
+    }
+}
+
+/// Serves the internal actors placed on this sidecar.
+struct Handler {
+    engine: Engine,
+    workflow_type: String,
+    app_id: String,
+}
+
+#[async_trait::async_trait]
+impl InternalHandler for Handler {
+    async fn call(&self, call: ActorCall) -> Result<ActorResponse, ActorError> {
+        // Only replicas of this app reach its workflows (calls from this
+        // sidecar itself carry no caller).
+        if let Some(caller) = call
+            .headers
+            .get(crate::invoke::CALLER_APP_ID)
+            .and_then(|v| v.to_str().ok())
+            && caller != self.app_id
+        {
+            return Err(ActorError::BadRequest(format!(
+                "app '{caller}' may not call the workflow actors of '{}'",
+                self.app_id
+            )));
+        }
+        let kind = if call.actor_type == self.workflow_type {
+            ActorKind::Workflow
+        } else {
+            ActorKind::Activity
+        };
+        let mut headers = HeaderMap::new();
+        headers.insert(
+            http::header::CONTENT_TYPE,
+            HeaderValue::from_static("application/x-protobuf"),
+        );
+        let data = match self.engine.serve(kind, &call.method, &call.data).await {
+            Ok(body) => body,
+            Err(status) => {
+                headers.insert(ERROR_HEADER, HeaderValue::from_static("1"));
+                dapr_workflow::cluster::status_to_bytes(&status)
+            }
+        };
+        Ok(ActorResponse {
+            status: StatusCode::OK,
+            headers,
+            data: data.into(),
+        })
+    }
 }
 
 /// The workflow component name every API path carries; Dapr has one, `dapr`.

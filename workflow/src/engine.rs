@@ -34,7 +34,7 @@ use std::{
     time::{Duration, SystemTime, UNIX_EPOCH},
 };
 
-use tokio::sync::{Mutex, Notify, mpsc, watch};
+use tokio::sync::{Mutex, Notify, mpsc, oneshot, watch};
 
 mod purge;
 mod rerun;
@@ -47,6 +47,7 @@ use tonic::Status;
 use tracing::{debug, warn};
 
 use crate::{
+    cluster::{ActorKind, Cluster, Place},
     error::{WorkflowError, validate_instance_id},
     proto::{
         ActivityRequest, ActivityResponse, ChildWorkflowInstanceCompletedEvent,
@@ -188,21 +189,30 @@ struct TurnInFlight {
 /// A work item waiting for a worker.
 enum Pending {
     Turn(String),
-    Activity {
-        instance: String,
-        generation: u32,
-        request: Box<ActivityRequest>,
-    },
+    Activity(ActivityWork),
 }
 
 /// A work item a worker holds.
 enum Holding {
     Turn(String),
-    Activity {
-        instance: String,
-        generation: u32,
-        request: Box<ActivityRequest>,
-    },
+    Activity(ActivityWork),
+}
+
+/// An activity to run on a worker of this sidecar.
+struct ActivityWork {
+    instance: String,
+    generation: u32,
+    request: Box<ActivityRequest>,
+    /// Set when another sidecar owns the instance and waits for the
+    /// result (placement put the activity here).
+    reply: Option<oneshot::Sender<ActivityResponse>>,
+}
+
+impl ActivityWork {
+    /// A forwarded activity whose caller stopped waiting.
+    fn abandoned(&self) -> bool {
+        self.reply.as_ref().is_some_and(oneshot::Sender::is_closed)
+    }
 }
 
 struct Worker {
@@ -241,6 +251,10 @@ struct Inner {
     timers: StdMutex<BTreeMap<(SystemTime, u64), TimerKind>>,
     timer_notify: Notify,
     seq: AtomicU64,
+    /// Set when the sidecar runs with placement: instances are owned per
+    /// the hash ring and calls are forwarded (see `cluster`).
+    clustered: std::sync::atomic::AtomicBool,
+    cluster: watch::Sender<Option<Arc<dyn Cluster>>>,
 }
 
 /// The engine. Cheap to clone; its dispatcher and timer tasks live as long
@@ -263,6 +277,8 @@ impl Engine {
             timers: StdMutex::new(BTreeMap::new()),
             timer_notify: Notify::new(),
             seq: AtomicU64::new(1),
+            clustered: std::sync::atomic::AtomicBool::new(false),
+            cluster: watch::Sender::new(None),
         });
         let engine = Engine { inner };
         tokio::spawn(engine.clone().dispatch_loop());
@@ -272,6 +288,105 @@ impl Engine {
 
     fn next_seq(&self) -> u64 {
         self.inner.seq.fetch_add(1, Ordering::Relaxed)
+    }
+
+    // ----------------------------------------------------------- cluster --
+
+    /// Marks the engine as one of several replicas (placement configured):
+    /// writes carry etags from now on, nothing is resumed until placement
+    /// says what this sidecar owns, and calls wait for [`Engine::attach_cluster`].
+    pub fn expect_cluster(&self) {
+        self.inner.clustered.store(true, Ordering::Release);
+        self.inner.store.set_guarded();
+    }
+
+    /// Connects the engine to placement; from the first table on it runs
+    /// only the instances it owns.
+    pub fn attach_cluster(&self, cluster: Arc<dyn Cluster>) {
+        self.expect_cluster();
+        let mut updates = cluster.table_updates();
+        if !lock(&self.inner.dispatch).workers.is_empty() {
+            cluster.set_hosting(true);
+        }
+        self.inner.cluster.send_replace(Some(cluster));
+        let engine = self.clone();
+        tokio::spawn(async move {
+            updates.mark_changed();
+            while updates.changed().await.is_ok() {
+                let version = *updates.borrow_and_update();
+                if let Err(e) = engine.rebalance().await {
+                    warn!(version, error = %e, "taking over workflow instances failed; retrying at the next table change");
+                }
+            }
+        });
+    }
+
+    /// The cluster once attached; `None` for a single sidecar. Calls that
+    /// arrive while the sidecar is still connecting wait for it (bounded).
+    pub(crate) async fn cluster(&self) -> Option<Arc<dyn Cluster>> {
+        if !self.inner.clustered.load(Ordering::Acquire) {
+            return None;
+        }
+        let mut rx = self.inner.cluster.subscribe();
+        let wait = rx.wait_for(Option::is_some);
+        match tokio::time::timeout(Duration::from_secs(30), wait).await {
+            Ok(Ok(c)) => c.clone(),
+            _ => None,
+        }
+    }
+
+    /// Where the instance is placed (`Here` for a single sidecar).
+    fn place(&self, id: &str) -> Place {
+        match &*self.inner.cluster.borrow() {
+            Some(c) => c.place(ActorKind::Workflow, id),
+            None => Place::Here,
+        }
+    }
+
+    /// After a placement change: drops the cached instances now owned
+    /// elsewhere (their owner resumes them from the store) and resumes the
+    /// unfinished instances now owned here.
+    async fn rebalance(&self) -> Result<(), WorkflowError> {
+        let lost: Vec<String> = lock(&self.inner.slots)
+            .keys()
+            .filter(|id| self.place(id) == Place::Elsewhere)
+            .cloned()
+            .collect();
+        if !lost.is_empty() {
+            let gone: HashSet<&String> = lost.iter().collect();
+            lock(&self.inner.slots).retain(|id, _| !gone.contains(id));
+            let mut d = lock(&self.inner.dispatch);
+            d.queued_turns.retain(|id| !gone.contains(id));
+            d.queue.retain(|p| match p {
+                Pending::Turn(id) => !gone.contains(id),
+                Pending::Activity(a) => a.reply.is_some() || !gone.contains(&a.instance),
+            });
+            drop(d);
+            debug!(
+                count = lost.len(),
+                "workflow instances moved to other sidecars"
+            );
+        }
+        let shards = self.inner.store.index().await?;
+        let mut resumed = 0;
+        for entry in shards.iter().flat_map(|s| s.entries.iter()) {
+            let id = &entry.instance_id;
+            if entry.terminal
+                || self.place(id) != Place::Here
+                || lock(&self.inner.slots).contains_key(id)
+            {
+                continue;
+            }
+            self.resume_instance(id).await?;
+            resumed += 1;
+        }
+        if resumed > 0 {
+            tracing::info!(
+                resumed,
+                "took over workflow instances placed on this sidecar"
+            );
+        }
+        Ok(())
     }
 
     /// The instance's cache entry; it stays cached at least as long as the
@@ -365,7 +480,7 @@ impl Engine {
     // ------------------------------------------------------- client API --
 
     /// Starts a new instance (or replaces a finished one with the same id).
-    pub async fn start(&self, req: StartRequest) -> Result<String, WorkflowError> {
+    pub(crate) async fn start_here(&self, req: StartRequest) -> Result<String, WorkflowError> {
         let id = if req.instance_id.is_empty() {
             uuid::Uuid::new_v4().to_string()
         } else {
@@ -448,8 +563,10 @@ impl Engine {
         e
     }
 
-    /// The instance's status, `None` when it does not exist.
-    pub async fn status(&self, id: &str) -> Result<Option<InstanceStatus>, WorkflowError> {
+    pub(crate) async fn status_here(
+        &self,
+        id: &str,
+    ) -> Result<Option<InstanceStatus>, WorkflowError> {
         validate_instance_id(id, false)?;
         let slot = self.slot(id);
         let mut st = slot.state.lock().await;
@@ -457,8 +574,7 @@ impl Engine {
         Ok(st.record.as_ref().map(|r| status_of(id, r)))
     }
 
-    /// The committed history of an instance.
-    pub async fn history(&self, id: &str) -> Result<Vec<HistoryEvent>, WorkflowError> {
+    pub(crate) async fn history_here(&self, id: &str) -> Result<Vec<HistoryEvent>, WorkflowError> {
         validate_instance_id(id, false)?;
         let slot = self.slot(id);
         let mut st = slot.state.lock().await;
@@ -469,33 +585,59 @@ impl Engine {
         Ok(st.history.clone())
     }
 
-    /// Waits until `done(status)` holds (or the instance is missing).
-    pub async fn wait_for(
+    /// Waits until the instance started (or, with `completion`, finished)
+    /// or is missing. `None`: placement moved it to another sidecar meanwhile.
+    pub(crate) async fn wait_here(
         &self,
         id: &str,
-        done: impl Fn(i32) -> bool,
-    ) -> Result<Option<InstanceStatus>, WorkflowError> {
+        completion: bool,
+        follow_moves: bool,
+    ) -> Result<Option<Option<InstanceStatus>>, WorkflowError> {
         validate_instance_id(id, false)?;
+        let done = |s: i32| {
+            if completion {
+                is_terminal(s)
+            } else {
+                s != OrchestrationStatus::Pending as i32
+            }
+        };
+        let mut tables = match self.inner.cluster.borrow().as_ref() {
+            Some(c) if follow_moves => Some(c.table_updates()),
+            _ => None,
+        };
         let slot = self.slot(id);
         let mut rx = slot.status.subscribe();
         loop {
+            if self.place(id) == Place::Elsewhere {
+                return Ok(None);
+            }
             {
                 let mut st = slot.state.lock().await;
                 self.ensure_record(&mut st, id).await?;
                 match &st.record {
-                    None => return Ok(None),
-                    Some(r) if done(r.status) => return Ok(Some(status_of(id, r))),
+                    None => return Ok(Some(None)),
+                    Some(r) if done(r.status) => return Ok(Some(Some(status_of(id, r)))),
                     Some(_) => {}
                 }
             }
-            if rx.changed().await.is_err() {
-                return Ok(None);
+            let moved = async {
+                match tables.as_mut() {
+                    Some(t) => {
+                        if t.changed().await.is_err() {
+                            std::future::pending::<()>().await;
+                        }
+                    }
+                    None => std::future::pending::<()>().await,
+                }
+            };
+            tokio::select! {
+                r = rx.changed() => if r.is_err() { return Ok(Some(None)) },
+                _ = moved => {}
             }
         }
     }
 
-    /// Appends an external event to the instance's inbox.
-    pub async fn raise_event(
+    pub(crate) async fn raise_event_here(
         &self,
         id: &str,
         name: &str,
@@ -515,47 +657,49 @@ impl Engine {
         self.append(id, ev, None, true).await
     }
 
-    /// Terminates the instance (and, with `recursive`, its children).
-    pub async fn terminate(
+    /// Terminates this sidecar's instance; with `recursive` its children
+    /// too, wherever they are owned.
+    pub(crate) async fn terminate_here(
         &self,
         id: &str,
         output: Option<String>,
         recursive: bool,
     ) -> Result<(), WorkflowError> {
         validate_instance_id(id, false)?;
-        let mut pending = vec![id.to_owned()];
-        let mut first = true;
-        while let Some(target) = pending.pop() {
-            let children = {
-                let slot = self.slot(&target);
-                let mut st = slot.state.lock().await;
-                self.ensure_record(&mut st, &target).await?;
-                match &st.record {
-                    None if first => return Err(WorkflowError::NotFound(target)),
-                    None => Vec::new(),
-                    Some(r) => r.children.clone(),
+        let children = {
+            let slot = self.slot(id);
+            let mut st = slot.state.lock().await;
+            self.ensure_record(&mut st, id).await?;
+            match &st.record {
+                None => return Err(WorkflowError::NotFound(id.to_owned())),
+                Some(r) => r.children.clone(),
+            }
+        };
+        let ev = event(
+            -1,
+            EventType::ExecutionTerminated(ExecutionTerminatedEvent {
+                input: output.clone(),
+                recurse: recursive,
+            }),
+        );
+        // A finished instance is left as it is.
+        self.append(id, ev, None, false).await?;
+        if recursive {
+            for child in children {
+                match Box::pin(self.terminate(&child, output.clone(), true)).await {
+                    Ok(()) | Err(WorkflowError::NotFound(_)) => {}
+                    Err(e) => return Err(e),
                 }
-            };
-            first = false;
-            let ev = event(
-                -1,
-                EventType::ExecutionTerminated(ExecutionTerminatedEvent {
-                    input: output.clone(),
-                    recurse: recursive,
-                }),
-            );
-            // A finished instance is left as it is.
-            self.append(&target, ev, None, false).await?;
-            if recursive {
-                pending.extend(children);
             }
         }
         Ok(())
     }
 
-    /// Suspends the instance: events keep arriving but the workflow does not
-    /// act on them until it is resumed.
-    pub async fn suspend(&self, id: &str, reason: Option<String>) -> Result<(), WorkflowError> {
+    pub(crate) async fn suspend_here(
+        &self,
+        id: &str,
+        reason: Option<String>,
+    ) -> Result<(), WorkflowError> {
         validate_instance_id(id, false)?;
         let ev = event(
             -1,
@@ -565,7 +709,11 @@ impl Engine {
             .await
     }
 
-    pub async fn resume(&self, id: &str, reason: Option<String>) -> Result<(), WorkflowError> {
+    pub(crate) async fn resume_here(
+        &self,
+        id: &str,
+        reason: Option<String>,
+    ) -> Result<(), WorkflowError> {
         validate_instance_id(id, false)?;
         let ev = event(
             -1,
@@ -575,24 +723,23 @@ impl Engine {
             .await
     }
 
-    /// Deletes a finished instance and everything stored for it; returns
-    /// how many instances were deleted (children included with
-    /// `recursive`).
-    pub async fn purge(
+    /// Purges this sidecar's instance; with `recursive` its children too,
+    /// wherever they are owned.
+    pub(crate) async fn purge_here(
         &self,
         id: &str,
         recursive: bool,
         force: bool,
     ) -> Result<u32, WorkflowError> {
         validate_instance_id(id, false)?;
-        let mut pending = vec![id.to_owned()];
         let mut deleted = 0;
-        while let Some(target) = pending.pop() {
+        {
+            let target = id.to_owned();
             let slot = self.slot(&target);
             let mut st = slot.state.lock().await;
             self.ensure_record(&mut st, &target).await?;
             let Some(record) = st.record.clone() else {
-                continue;
+                return Ok(0);
             };
             if !force && !is_terminal(record.status) {
                 return Err(WorkflowError::NotTerminal(target));
@@ -610,8 +757,11 @@ impl Engine {
             drop(st);
             slot.status.send_replace(None);
             deleted += 1;
+            drop(slot);
             if recursive {
-                pending.extend(record.children);
+                for child in record.children {
+                    deleted += Box::pin(self.purge(&child, true, force)).await?;
+                }
             }
         }
         Ok(deleted)
@@ -695,6 +845,9 @@ impl Engine {
         let closed = tx.clone();
         lock(&self.inner.dispatch).workers.push(Worker { id, tx });
         self.inner.dispatch_notify.notify_one();
+        if let Some(c) = &*self.inner.cluster.borrow() {
+            c.set_hosting(true);
+        }
         let engine = self.clone();
         tokio::spawn(async move {
             closed.closed().await;
@@ -708,6 +861,13 @@ impl Engine {
         let held: Vec<(String, Holding)> = {
             let mut d = lock(&self.inner.dispatch);
             d.workers.retain(|w| w.id != worker);
+            if d.workers.is_empty()
+                && let Some(c) = &*self.inner.cluster.borrow()
+            {
+                // Placement moves this sidecar's instances to replicas
+                // that still have a worker.
+                c.set_hosting(false);
+            }
             let tokens: Vec<String> = d
                 .in_flight
                 .iter()
@@ -732,15 +892,7 @@ impl Engine {
                     lock(&self.inner.dispatch).queued_turns.remove(&id);
                     self.queue_turn(&id);
                 }
-                Holding::Activity {
-                    instance,
-                    generation,
-                    request,
-                } => self.queue(Pending::Activity {
-                    instance,
-                    generation,
-                    request,
-                }),
+                Holding::Activity(work) => self.queue(Pending::Activity(work)),
             }
         }
     }
@@ -790,17 +942,10 @@ impl Engine {
                         }
                     }
                 }
-                Pending::Activity {
-                    instance,
-                    generation,
-                    request,
-                } => (
-                    work_item::Request::ActivityRequest((*request).clone()),
-                    Holding::Activity {
-                        instance,
-                        generation,
-                        request,
-                    },
+                Pending::Activity(work) if work.abandoned() => continue,
+                Pending::Activity(work) => (
+                    work_item::Request::ActivityRequest((*work.request).clone()),
+                    Holding::Activity(work),
                 ),
             };
             lock(&self.inner.dispatch)
@@ -818,6 +963,19 @@ impl Engine {
     }
 
     async fn build_turn(&self, id: &str, token: &str) -> Option<WorkflowRequest> {
+        match self.place(id) {
+            Place::Here | Place::Nobody => {}
+            // Its owner runs it.
+            Place::Elsewhere => return None,
+            Place::Unknown => {
+                // Tables are changing: try again shortly.
+                self.arm(
+                    SystemTime::now() + Duration::from_millis(200),
+                    TimerKind::Start(id.to_owned()),
+                );
+                return None;
+            }
+        }
         let slot = self.slot(id);
         let mut st = slot.state.lock().await;
         if let Err(e) = self.ensure_loaded(&mut st, id).await {
@@ -919,11 +1077,7 @@ impl Engine {
         drop(st);
         slot.status.send_replace(Some(status));
         for request in activities {
-            self.queue(Pending::Activity {
-                instance: id.clone(),
-                generation,
-                request: Box::new(request),
-            });
+            self.dispatch_activity(&id, generation, request);
         }
         for (timer_id, fire_at) in timers {
             self.arm(
@@ -1271,6 +1425,69 @@ impl Engine {
         }
     }
 
+    /// Queues an activity for a worker of this sidecar, or, when placement
+    /// puts its actor on another replica, runs it there and records the
+    /// result it brings back.
+    fn dispatch_activity(&self, instance: &str, generation: u32, request: ActivityRequest) {
+        let elsewhere = self.inner.cluster.borrow().as_ref().is_some_and(|c| {
+            let actor = crate::cluster::activity_actor_id(instance, request.task_id, generation);
+            c.place(ActorKind::Activity, &actor) == Place::Elsewhere
+        });
+        if !elsewhere {
+            self.queue(Pending::Activity(ActivityWork {
+                instance: instance.to_owned(),
+                generation,
+                request: Box::new(request),
+                reply: None,
+            }));
+            return;
+        }
+        let engine = self.clone();
+        let instance = instance.to_owned();
+        tokio::spawn(async move {
+            match engine.run_activity_elsewhere(&request, generation).await {
+                Some(Ok(res)) => {
+                    if let Err(e) = engine.record_activity_result(res, Some(generation)).await {
+                        warn!(instance = %instance, error = %e, "recording a remote activity result failed");
+                    }
+                    return;
+                }
+                Some(Err(e)) => {
+                    warn!(instance = %instance, task = request.task_id, error = %e, "running an activity on another sidecar failed; running it here");
+                }
+                None => {}
+            }
+            engine.queue(Pending::Activity(ActivityWork {
+                instance,
+                generation,
+                request: Box::new(request),
+                reply: None,
+            }));
+        });
+    }
+
+    /// Runs an activity another sidecar's instance scheduled (placement put
+    /// it here) on a local worker and returns the worker's result.
+    pub(crate) async fn execute_activity_here(
+        &self,
+        request: ActivityRequest,
+    ) -> Result<ActivityResponse, WorkflowError> {
+        let (tx, rx) = oneshot::channel();
+        let instance = request
+            .workflow_instance
+            .as_ref()
+            .map(|w| w.instance_id.clone())
+            .unwrap_or_default();
+        self.queue(Pending::Activity(ActivityWork {
+            instance,
+            generation: 0,
+            request: Box::new(request),
+            reply: Some(tx),
+        }));
+        rx.await
+            .map_err(|_| WorkflowError::Remote("the activity was dropped".into()))
+    }
+
     /// A worker's activity result.
     pub async fn complete_activity(&self, res: ActivityResponse) -> Result<(), Status> {
         let held = if res.completion_token.is_empty() {
@@ -1281,13 +1498,37 @@ impl Engine {
                 .remove(&res.completion_token)
         };
         let generation = match held {
-            Some((_, Holding::Activity { generation, .. })) => Some(generation),
+            Some((_, Holding::Activity(work))) => match work.reply {
+                // Another sidecar waits for it and records it.
+                Some(reply) => match reply.send(res) {
+                    Ok(()) => return Ok(()),
+                    // It stopped waiting (died, or gave up): tell the owner.
+                    Err(res) => {
+                        return self
+                            .record_activity_result(res, None)
+                            .await
+                            .map_err(internal);
+                    }
+                },
+                None => Some(work.generation),
+            },
             _ => None,
         };
+        self.record_activity_result(res, generation)
+            .await
+            .map_err(internal)
+    }
+
+    /// Records an activity result on this sidecar's instance, once.
+    pub(crate) async fn record_activity_here(
+        &self,
+        res: ActivityResponse,
+        generation: Option<u32>,
+    ) -> Result<(), WorkflowError> {
         let id = res.instance_id.clone();
         let slot = self.slot(&id);
         let mut st = slot.state.lock().await;
-        self.ensure_loaded(&mut st, &id).await.map_err(internal)?;
+        self.ensure_loaded(&mut st, &id).await?;
         let Some(record) = st.record.as_ref() else {
             return Ok(());
         };
@@ -1327,7 +1568,7 @@ impl Engine {
         record.last_updated = Some(now_ts());
         let mut batch = Batch::default();
         self.inner.store.put_record(&mut batch, &id, &record);
-        let pending = self.submit(&mut st, batch).map_err(internal)?;
+        let pending = self.submit(&mut st, batch)?;
         st.record = Some(record);
         drop(st);
         drop(slot);
@@ -1336,7 +1577,7 @@ impl Engine {
         self.queue_turn(&id);
         if let Err(e) = pending.wait().await {
             self.forget_failed(&id).await;
-            return Err(internal(e));
+            return Err(e.into());
         }
         Ok(())
     }
@@ -1384,7 +1625,7 @@ impl Engine {
         }
     }
 
-    async fn deliver(&self, msg: &OutgoingMessage) -> Result<(), WorkflowError> {
+    pub(crate) async fn deliver_here(&self, msg: &OutgoingMessage) -> Result<(), WorkflowError> {
         let Some(ev) = msg.event.clone() else {
             return Ok(());
         };
@@ -1497,6 +1738,23 @@ impl Engine {
                 timer_id,
                 fire_at,
             } => {
+                let place = self.place(&instance);
+                if place == Place::Elsewhere {
+                    // The owner armed it again when it took the instance over.
+                    return;
+                }
+                if place == Place::Unknown {
+                    self.arm(
+                        SystemTime::now() + Duration::from_millis(200),
+                        TimerKind::Fire {
+                            instance,
+                            generation,
+                            timer_id,
+                            fire_at,
+                        },
+                    );
+                    return;
+                }
                 if let Err(e) = self
                     .fire_timer(&instance, generation, timer_id, fire_at)
                     .await
@@ -1568,6 +1826,10 @@ impl Engine {
     /// delivers undelivered messages and queues pending turns. Returns how
     /// many instances were resumed.
     pub async fn recover(&self) -> Result<usize, WorkflowError> {
+        if self.inner.clustered.load(Ordering::Acquire) {
+            // Replicas resume what placement gives them (`rebalance`).
+            return Ok(0);
+        }
         let mut resumed = 0;
         let shards = self.inner.store.index().await?;
         for entry in shards.iter().flat_map(|s| s.entries.iter()) {
@@ -1615,10 +1877,10 @@ impl Engine {
             for e in &st.history {
                 match &e.event_type {
                     Some(EventType::TaskScheduled(t)) if !done.contains(&e.event_id) => {
-                        self.queue(Pending::Activity {
-                            instance: id.to_owned(),
-                            generation: record.generation,
-                            request: Box::new(ActivityRequest {
+                        self.dispatch_activity(
+                            id,
+                            record.generation,
+                            ActivityRequest {
                                 name: t.name.clone(),
                                 version: t.version.clone(),
                                 input: t.input.clone(),
@@ -1626,8 +1888,8 @@ impl Engine {
                                 task_id: e.event_id,
                                 task_execution_id: t.task_execution_id.clone(),
                                 ..Default::default()
-                            }),
-                        });
+                            },
+                        );
                     }
                     Some(EventType::TimerCreated(t)) if !fired.contains(&e.event_id) => {
                         let fire_at = t.fire_at.unwrap_or_else(now_ts);

@@ -35,6 +35,12 @@ pub enum WorkflowError {
     EventNotFound(String),
     #[error(transparent)]
     Store(#[from] StoreError),
+    /// The sidecar owning the instance failed the forwarded call.
+    #[error("{0}")]
+    Remote(String),
+    /// The instance moved to another sidecar while the call was served.
+    #[error("{0}")]
+    Moved(String),
 }
 
 /// Checks an instance id as Dapr does: required; on create at most 64

@@ -15,6 +15,7 @@ pub mod proto {
     include!(concat!(env!("OUT_DIR"), "/_.rs"));
 }
 
+pub mod cluster;
 pub mod engine;
 pub mod error;
 pub mod service;

@@ -8,16 +8,16 @@ use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request, Response, Status};
 
 use crate::{
-    engine::{Engine, PurgeFilter, RerunRequest, StartRequest, is_terminal},
+    engine::{Engine, PurgeFilter, RerunRequest, StartRequest},
     error::WorkflowError,
     proto::{
         ActivityResponse, CompleteTaskResponse, CreateInstanceRequest, CreateInstanceResponse,
         GetInstanceHistoryRequest, GetInstanceHistoryResponse, GetInstanceRequest,
         GetInstanceResponse, GetWorkItemsRequest, ListInstanceIDsRequest, ListInstanceIDsResponse,
-        OrchestrationStatus, PurgeInstancesRequest, PurgeInstancesResponse, RaiseEventRequest,
-        RaiseEventResponse, RerunWorkflowFromEventRequest, RerunWorkflowFromEventResponse,
-        ResumeRequest, ResumeResponse, SuspendRequest, SuspendResponse, TerminateRequest,
-        TerminateResponse, WorkItem, WorkflowResponse, purge_instances_request,
+        PurgeInstancesRequest, PurgeInstancesResponse, RaiseEventRequest, RaiseEventResponse,
+        RerunWorkflowFromEventRequest, RerunWorkflowFromEventResponse, ResumeRequest,
+        ResumeResponse, SuspendRequest, SuspendResponse, TerminateRequest, TerminateResponse,
+        WorkItem, WorkflowResponse, purge_instances_request,
         task_hub_sidecar_service_server::{TaskHubSidecarService, TaskHubSidecarServiceServer},
     },
 };
@@ -56,7 +56,8 @@ pub fn status_of(e: WorkflowError) -> Status {
         }
         WorkflowError::AlreadyExists(_) => Status::already_exists(e.to_string()),
         WorkflowError::NotTerminal(_) => Status::failed_precondition(e.to_string()),
-        WorkflowError::Store(_) => Status::internal(e.to_string()),
+        WorkflowError::Store(_) | WorkflowError::Remote(_) => Status::internal(e.to_string()),
+        WorkflowError::Moved(_) => Status::unavailable(e.to_string()),
     }
 }
 
@@ -133,7 +134,7 @@ impl TaskHubSidecarService for TaskHubService {
         let r = req.into_inner();
         let found = self
             .engine
-            .wait_for(&r.instance_id, |s| s != OrchestrationStatus::Pending as i32)
+            .wait_for_start(&r.instance_id)
             .await
             .map_err(status_of)?;
         Ok(self
@@ -148,7 +149,7 @@ impl TaskHubSidecarService for TaskHubService {
         let r = req.into_inner();
         let found = self
             .engine
-            .wait_for(&r.instance_id, is_terminal)
+            .wait_for_completion(&r.instance_id)
             .await
             .map_err(status_of)?;
         Ok(self

@@ -177,6 +177,43 @@ pub struct WorkflowStore {
     committer: Arc<OnceLock<mpsc::UnboundedSender<Job>>>,
     /// Ids listed in the committed index, per loaded shard.
     listed: Arc<StdMutex<Listed>>,
+    /// Set when several sidecars share the store (see `Guard`).
+    guard: Arc<OnceLock<Guard>>,
+}
+
+/// Fencing for replicas sharing the store: every write of an instance
+/// record or an index shard carries the etag this sidecar last read or
+/// wrote for it, so a sidecar that lost an instance to another (and has
+/// not noticed yet) fails its write instead of overwriting the new owner's.
+/// After each commit the written keys are read back: an etag is adopted
+/// only if the value is still the one written (else another sidecar wrote
+/// in between, and the next write must fail).
+#[derive(Default)]
+struct Guard {
+    tags: StdMutex<HashMap<String, Tag>>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Tag {
+    Known(String),
+    /// Read as missing: a write must create it.
+    Absent,
+    /// Changed by someone else since: the next write fails.
+    Stale,
+}
+
+impl Guard {
+    fn tags(&self) -> std::sync::MutexGuard<'_, HashMap<String, Tag>> {
+        self.tags.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn note(&self, key: &str, item: Option<&dapr_components::state::StateItem>) {
+        let tag = match item {
+            None => Tag::Absent,
+            Some(i) => i.etag.clone().map_or(Tag::Stale, Tag::Known),
+        };
+        self.tags().insert(key.to_owned(), tag);
+    }
 }
 
 /// The committed index's ids, for answering "does this instance exist?"
@@ -272,12 +309,33 @@ impl WorkflowStore {
             prefix: format!("{app_id}||dapr.internal.{namespace}.{app_id}.workflow||"),
             committer: Arc::new(OnceLock::new()),
             listed: Arc::default(),
+            guard: Arc::default(),
         }
+    }
+
+    /// Turns on the etag fencing (several sidecars share the store).
+    pub fn set_guarded(&self) {
+        let _ = self.guard.set(Guard::default());
+    }
+
+    fn guarded(&self) -> Option<&Guard> {
+        self.guard.get()
+    }
+
+    /// Keys whose writes are fenced: records and index shards (history
+    /// chunks are only written in a transaction with their record).
+    fn is_fenced(&self, key: &str) -> bool {
+        key.strip_prefix(&self.prefix)
+            .is_some_and(|k| k.ends_with("||metadata") || k.starts_with("index-"))
     }
 
     /// Whether the committed index lists `id`; `None` when its shard has
     /// not been read yet.
     pub fn is_listed(&self, id: &str) -> Option<bool> {
+        if self.guarded().is_some() {
+            // Other sidecars create instances too.
+            return None;
+        }
         let listed = self.listed.lock().unwrap_or_else(|p| p.into_inner());
         listed
             .loaded
@@ -307,6 +365,7 @@ impl WorkflowStore {
             prefix: self.prefix.clone(),
             committer: Arc::new(OnceLock::new()),
             listed: self.listed.clone(),
+            guard: self.guard.clone(),
         }
     }
 
@@ -339,7 +398,13 @@ impl WorkflowStore {
             consistency: Consistency::Strong,
             metadata: HashMap::new(),
         };
-        Ok(self.store.get(&req).await?.map(|item| item.value))
+        let item = self.store.get(&req).await?;
+        if let Some(g) = self.guarded()
+            && self.is_fenced(key)
+        {
+            g.note(key, item.as_ref());
+        }
+        Ok(item.map(|item| item.value))
     }
 
     fn decode<M: Message + Default>(key: &str, raw: &[u8]) -> Result<M, StoreError> {
@@ -492,6 +557,10 @@ impl Committer {
                     }
                     Job::Commit { batch, after, done } => batches.push((batch, after, done)),
                     Job::Index { done } => {
+                        if self.keys.guarded().is_some() {
+                            // Other sidecars change the index too.
+                            self.shards.clear();
+                        }
                         let _ = done.send(self.all_shards().await);
                     }
                 }
@@ -556,8 +625,35 @@ impl Committer {
     }
 
     /// Writes the batches and their index changes in one transaction; the
-    /// cached shards change only when it committed.
+    /// cached shards change only when it committed. Fenced: a shard another
+    /// sidecar changed meanwhile is read again and the transaction retried.
     async fn apply(&mut self, batches: &[&Batch]) -> Result<(), StateError> {
+        if self.keys.guarded().is_none() {
+            return self.apply_once(batches).await;
+        }
+        let mut attempt = 0;
+        loop {
+            attempt += 1;
+            match self.apply_once(batches).await {
+                Err(StateError::EtagMismatch) if attempt < 3 => {
+                    let touched: HashSet<u32> = batches
+                        .iter()
+                        .flat_map(|b| b.index.iter())
+                        .map(|(id, _)| WorkflowStore::shard_of(id))
+                        .collect();
+                    if touched.is_empty() {
+                        return Err(StateError::EtagMismatch);
+                    }
+                    for s in touched {
+                        self.shards.remove(&s);
+                    }
+                }
+                other => return other,
+            }
+        }
+    }
+
+    async fn apply_once(&mut self, batches: &[&Batch]) -> Result<(), StateError> {
         let mut ops: Vec<TransactionOp> = batches.iter().flat_map(|b| b.ops.clone()).collect();
         let mut touched: HashMap<u32, IndexShard> = HashMap::new();
         for (id, change) in batches.iter().flat_map(|b| b.index.iter()) {
@@ -576,7 +672,13 @@ impl Committer {
         if ops.is_empty() {
             return Ok(());
         }
+        if let Some(g) = self.keys.guarded() {
+            self.fence(g, &mut ops)?;
+        }
         self.store.transact(&ops).await?;
+        if let Some(g) = self.keys.guarded() {
+            self.read_back(g, &ops).await;
+        }
         {
             let mut listed = self.listed.lock().unwrap_or_else(|p| p.into_inner());
             for (id, change) in batches.iter().flat_map(|b| b.index.iter()) {
@@ -589,6 +691,76 @@ impl Committer {
         }
         self.shards.extend(touched);
         Ok(())
+    }
+}
+
+impl Committer {
+    /// Puts the known etags on the first write of each fenced key.
+    fn fence(&self, g: &Guard, ops: &mut [TransactionOp]) -> Result<(), StateError> {
+        let tags = g.tags();
+        let mut seen = HashSet::new();
+        for op in ops.iter_mut() {
+            let key = match op {
+                TransactionOp::Set(r) => r.key.clone(),
+                TransactionOp::Delete(r) => r.key.clone(),
+            };
+            if !self.keys.is_fenced(&key) || !seen.insert(key.clone()) {
+                continue;
+            }
+            match (tags.get(&key), op) {
+                (None, _) => {}
+                (Some(Tag::Stale), _) => return Err(StateError::EtagMismatch),
+                (Some(Tag::Known(e)), TransactionOp::Set(r)) => r.etag = Some(e.clone()),
+                (Some(Tag::Known(e)), TransactionOp::Delete(r)) => r.etag = Some(e.clone()),
+                (Some(Tag::Absent), TransactionOp::Set(r)) => {
+                    r.concurrency = dapr_components::state::Concurrency::FirstWrite;
+                }
+                (Some(Tag::Absent), TransactionOp::Delete(_)) => {}
+            }
+        }
+        Ok(())
+    }
+
+    /// Adopts the etags of what was just written (see `Guard`).
+    async fn read_back(&self, g: &Guard, ops: &[TransactionOp]) {
+        let mut last: HashMap<String, Option<Bytes>> = HashMap::new();
+        for op in ops {
+            match op {
+                TransactionOp::Set(r) if self.keys.is_fenced(&r.key) => {
+                    last.insert(r.key.clone(), Some(r.value.clone()));
+                }
+                TransactionOp::Delete(r) if self.keys.is_fenced(&r.key) => {
+                    last.insert(r.key.clone(), None);
+                }
+                _ => {}
+            }
+        }
+        let reqs: Vec<GetRequest> = last
+            .iter()
+            .filter(|(_, v)| v.is_some())
+            .map(|(k, _)| GetRequest {
+                key: k.clone(),
+                consistency: Consistency::Strong,
+                metadata: HashMap::new(),
+            })
+            .collect();
+        let items = self.store.bulk_get(&reqs, 8).await;
+        let mut tags = g.tags();
+        for (key, value) in &last {
+            if value.is_none() {
+                tags.insert(key.clone(), Tag::Absent);
+            }
+        }
+        for item in items {
+            let written = last.get(&item.key).cloned().flatten();
+            let tag = match item.result {
+                Ok(Some(v)) if Some(&v.value) == written.as_ref() => {
+                    v.etag.map_or(Tag::Stale, Tag::Known)
+                }
+                _ => Tag::Stale,
+            };
+            tags.insert(item.key, tag);
+        }
     }
 }
 

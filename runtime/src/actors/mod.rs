@@ -15,6 +15,7 @@
 pub mod app;
 pub mod config;
 pub mod error;
+pub mod internal;
 pub mod lifecycle;
 pub mod reminders;
 pub mod remote;
@@ -152,6 +153,8 @@ pub struct ActorRuntime {
     placement_wait: Duration,
     /// Timers and reminders (`reminders`).
     reminders: Arc<reminders::Reminders>,
+    /// Types daprd hosts itself (`internal`).
+    internal: internal::InternalSlot,
     shutdown: CancellationToken,
 }
 
@@ -188,6 +191,7 @@ impl ActorRuntime {
             registered: watch::Sender::new(false),
             placement_wait: opts.placement_wait,
             reminders: reminders::Reminders::new(Default::default(), shutdown.clone()),
+            internal: Default::default(),
             shutdown,
         });
         lifecycle::spawn(&rt);
@@ -227,8 +231,8 @@ impl ActorRuntime {
 
     /// Installs the hosted types and reports them to placement.
     pub fn set_host_config(&self, cfg: HostConfig) {
-        let entities = cfg.entities();
         *self.config.write().unwrap_or_else(|e| e.into_inner()) = Arc::new(cfg);
+        let entities = self.entities();
         if !entities.is_empty() {
             tracing::info!(?entities, "registering hosted actor types with placement");
         }

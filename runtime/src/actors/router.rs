@@ -80,6 +80,9 @@ impl ActorRuntime {
         if self.shutdown.is_cancelled() {
             return Err(ActorError::Closed);
         }
+        if let Some(handler) = self.internal_handler(&call.actor_type) {
+            return handler?.call(call).await;
+        }
         let cfg = self.host_config();
         if !cfg.hosts(&call.actor_type) {
             // Placed here, but the app did not register the type (yet).

@@ -180,7 +180,7 @@ impl Engine {
     /// Starts a new instance from `req.source_instance_id`'s history cut at
     /// `req.event_id`; returns the new instance's id. The source is left
     /// as it is.
-    pub async fn rerun_from_event(&self, req: RerunRequest) -> Result<String, WorkflowError> {
+    pub(crate) async fn rerun_here(&self, req: RerunRequest) -> Result<String, WorkflowError> {
         let source = req.source_instance_id.clone();
         if source.is_empty() {
             return Err(WorkflowError::InvalidRequest(
