@@ -9,15 +9,14 @@ fn main() -> ExitCode {
     // ring is the only TLS crypto provider of dapr-rs.
     let _ = rustls::crypto::ring::default_provider().install_default();
     let args = Args::parse();
-    let filter = tracing_subscriber::EnvFilter::try_new(&args.log_level)
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    if args.log_as_json {
-        tracing_subscriber::fmt()
-            .json()
-            .with_env_filter(filter)
-            .init();
-    } else {
-        tracing_subscriber::fmt().with_env_filter(filter).init();
+    if let Err(e) = dapr_observability::logging::init_control_plane(
+        "dapr.injector",
+        &args.log_level,
+        args.log_as_json,
+        "",
+    ) {
+        eprintln!("dapr-injector: {e}");
+        return ExitCode::FAILURE;
     }
     tracing::info!(
         version = env!("CARGO_PKG_VERSION"),

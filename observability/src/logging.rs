@@ -36,15 +36,52 @@ pub enum LogError {
 /// Installs the global subscriber (stderr). `DAPR_RS_LOG` (an `EnvFilter`
 /// directive) overrides the level for debugging.
 pub fn init(opts: &LogOptions) -> Result<(), LogError> {
+    init_with(opts, "")
+}
+
+/// The logger of a control-plane binary (`scope`: `dapr.sentry`,
+/// `dapr.placement`, `dapr.operator`, `dapr.injector`): Dapr's JSON fields
+/// without `app_id`. `extra_directives` (e.g. `openraft=warn`) quiet
+/// dependencies unless the level is `debug`.
+pub fn init_control_plane(
+    scope: &str,
+    level: &str,
+    json: bool,
+    extra_directives: &str,
+) -> Result<(), LogError> {
+    let opts = LogOptions {
+        level: level.to_ascii_lowercase(),
+        json,
+        scope: scope.to_owned(),
+        app_id: String::new(),
+        version: env!("CARGO_PKG_VERSION").to_owned(),
+    };
+    let extra = if opts.level == "debug" {
+        ""
+    } else {
+        extra_directives
+    };
+    init_with(&opts, extra)
+}
+
+fn init_with(opts: &LogOptions, extra_directives: &str) -> Result<(), LogError> {
     let level = match opts.level.as_str() {
         "debug" | "info" | "warn" | "error" => opts.level.as_str(),
         "fatal" => "error",
         other => return Err(LogError::Level(other.to_owned())),
     };
-    let filter = EnvFilter::try_from_env("DAPR_RS_LOG").unwrap_or_else(|_| EnvFilter::new(level));
+    let directives = if extra_directives.is_empty() {
+        level.to_owned()
+    } else {
+        format!("{level},{extra_directives}")
+    };
+    let filter =
+        EnvFilter::try_from_env("DAPR_RS_LOG").unwrap_or_else(|_| EnvFilter::new(directives));
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_writer(std::io::stderr);
+        .with_writer(std::io::stderr)
+        // No colour codes in log files and pipes.
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()));
     let res = if opts.json {
         builder
             .event_format(DaprJson {

@@ -5,19 +5,15 @@ use std::process::ExitCode;
 use clap::Parser;
 use dapr_operator::cli::Args;
 
-fn init_logging(args: &Args) {
-    let level = match args.log_level.as_str() {
-        "fatal" => "error",
-        l => l,
-    };
-    let filter = tracing_subscriber::EnvFilter::try_new(level)
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    let builder = tracing_subscriber::fmt().with_env_filter(filter);
-    if args.log_as_json {
-        builder.json().init();
-    } else {
-        builder.init();
-    }
+/// `--log-level` / `--log-as-json` with Dapr's JSON fields (scope
+/// `dapr.operator`).
+fn init_logging(args: &Args) -> Result<(), dapr_observability::logging::LogError> {
+    dapr_observability::logging::init_control_plane(
+        "dapr.operator",
+        &args.log_level,
+        args.log_as_json,
+        "",
+    )
 }
 
 async fn run(args: Args) -> Result<(), dapr_operator::StartError> {
@@ -54,7 +50,10 @@ fn main() -> ExitCode {
     // ring is the only TLS crypto provider of dapr-rs.
     let _ = rustls::crypto::ring::default_provider().install_default();
     let args = Args::parse();
-    init_logging(&args);
+    if let Err(e) = init_logging(&args) {
+        eprintln!("dapr-operator: {e}");
+        return ExitCode::FAILURE;
+    }
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()

@@ -14,31 +14,19 @@ mod raft;
 
 use std::process::ExitCode;
 
-use tracing_subscriber::EnvFilter;
-
 use crate::options::Options;
 
+/// `--log-level` / `--log-as-json` with Dapr's JSON fields (scope
+/// `dapr.placement`).
 fn init_logging(opts: &Options) -> Result<(), String> {
-    let level = opts.log_level.to_ascii_lowercase();
     // openraft is chatty at info; keep it at warn unless debugging.
-    let directives = if level == "debug" || level == "trace" {
-        level.clone()
-    } else {
-        format!("{level},openraft=warn")
-    };
-    let filter = EnvFilter::try_new(&directives)
-        .map_err(|e| format!("invalid --log-level {level:?}: {e}"))?;
-    let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .with_ansi(ansi);
-    let res = if opts.log_as_json {
-        builder.json().try_init()
-    } else {
-        builder.try_init()
-    };
-    res.map_err(|e| e.to_string())
+    dapr_observability::logging::init_control_plane(
+        "dapr.placement",
+        &opts.log_level,
+        opts.log_as_json,
+        "openraft=warn",
+    )
+    .map_err(|e| e.to_string())
 }
 
 fn main() -> ExitCode {

@@ -1083,3 +1083,114 @@ async fn json_logs_and_api_logs_as_dapr_without_secrets() {
     assert!(!logs.contains(token), "the API token is in the logs");
     assert!(!logs.contains(payload), "a payload is in the logs");
 }
+
+// ---------- control-plane logs ----------
+
+/// Starts a control-plane binary with `--log-as-json` and returns its log
+/// lines once its health endpoint answers.
+async fn json_log_lines(dir: &Path, name: &str, args: &[String], healthz: u16) -> Vec<Value> {
+    let log = dir.join(format!("{name}.log"));
+    let child = Command::new(sibling_bin(name))
+        .args(args)
+        .arg("--log-as-json")
+        .env("NAMESPACE", "default")
+        .stdout(Stdio::null())
+        .stderr(std::fs::File::create(&log).unwrap())
+        .spawn()
+        .unwrap_or_else(|e| panic!("spawn {name}: {e}"));
+    let mut p = Proc { child, log };
+    wait_http_ok(&format!("http://127.0.0.1:{healthz}/healthz"), &mut p, name).await;
+    let text = std::fs::read_to_string(&p.log).unwrap();
+    text.lines()
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("{name}: not JSON ({e}): {l}")))
+        .collect()
+}
+
+fn assert_dapr_json(name: &str, scope: &str, lines: &[Value]) {
+    assert!(!lines.is_empty(), "{name} logged nothing");
+    for l in lines {
+        for k in ["time", "level", "msg", "scope", "instance", "type", "ver"] {
+            assert!(l.get(k).is_some(), "{name}: missing {k} in {l}");
+        }
+        assert_eq!(l["type"], "log", "{l}");
+        assert!(
+            l["scope"].as_str().unwrap().starts_with(scope),
+            "{name}: scope {l}"
+        );
+        // Control-plane lines carry no app id.
+        assert!(l.get("app_id").is_none(), "{name}: {l}");
+        assert!(
+            ["debug", "info", "warning", "error"].contains(&l["level"].as_str().unwrap()),
+            "{l}"
+        );
+        chrono::DateTime::parse_from_rfc3339(l["time"].as_str().unwrap()).expect("RFC 3339 time");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn control_plane_binaries_log_json_with_daprs_fields() {
+    let dir = tempfile::tempdir().unwrap();
+    let creds = dir.path().join("creds");
+    std::fs::create_dir_all(&creds).unwrap();
+    let healthz = free_port();
+    let s = |v: &str| v.to_owned();
+    let sentry = json_log_lines(
+        dir.path(),
+        "dapr-sentry",
+        &[
+            s("--port"),
+            free_port().to_string(),
+            s("--listen-address"),
+            s("127.0.0.1"),
+            s("--healthz-port"),
+            healthz.to_string(),
+            s("--healthz-listen-address"),
+            s("127.0.0.1"),
+            s("--metrics-port"),
+            free_port().to_string(),
+            s("--metrics-listen-address"),
+            s("127.0.0.1"),
+            s("--issuer-credentials"),
+            creds.display().to_string(),
+            s("--trust-domain"),
+            s("localhost"),
+        ],
+        healthz,
+    )
+    .await;
+    assert_dapr_json("dapr-sentry", "dapr.sentry", &sentry);
+
+    let healthz = free_port();
+    let placement = json_log_lines(
+        dir.path(),
+        "dapr-placement",
+        &[
+            s("--id"),
+            s("p0"),
+            s("--initial-cluster"),
+            format!("p0=127.0.0.1:{}", free_port()),
+            s("--port"),
+            free_port().to_string(),
+            s("--listen-address"),
+            s("127.0.0.1"),
+            s("--healthz-port"),
+            healthz.to_string(),
+            s("--healthz-listen-address"),
+            s("127.0.0.1"),
+            s("--metrics-port"),
+            free_port().to_string(),
+            s("--metrics-listen-address"),
+            s("127.0.0.1"),
+            s("--log-level"),
+            s("debug"),
+        ],
+        healthz,
+    )
+    .await;
+    assert_dapr_json("dapr-placement", "dapr.placement", &placement);
+    // --log-level debug lets debug lines through.
+    assert!(
+        placement.iter().any(|l| l["level"] == "debug"),
+        "{placement:?}"
+    );
+}

@@ -28,7 +28,8 @@ use crate::{
 /// How long before expiry Sentry starts warning about the root or issuer.
 const EXPIRY_WARNING: Duration = Duration::from_secs(30 * 24 * 3600);
 
-/// Sets up `tracing` from `--log-level` / `--log-as-json`.
+/// Sets up `tracing` from `--log-level` / `--log-as-json` (Dapr's JSON
+/// fields, scope `dapr.sentry`). An unknown level falls back to `info`.
 pub fn init_logging(args: &Args) {
     let level = match args.log_level.to_ascii_lowercase().as_str() {
         "debug" => "debug",
@@ -36,16 +37,11 @@ pub fn init_logging(args: &Args) {
         "error" | "fatal" => "error",
         _ => "info",
     };
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(level));
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr);
-    let _ = if args.log_as_json {
-        builder.json().try_init()
-    } else {
-        builder.try_init()
-    };
+    if let Err(e) =
+        dapr_observability::logging::init_control_plane("dapr.sentry", level, args.log_as_json, "")
+    {
+        eprintln!("dapr-sentry: {e}");
+    }
 }
 
 /// The control-plane namespace: `$NAMESPACE`, else `default` (as Dapr).
