@@ -783,6 +783,18 @@ async fn deploy_apps(
         if !has_store {
             return Err(format!("A's metadata lacks statestore: {meta}"));
         }
+        // The operator learns a caller's app id only from its verified
+        // SPIFFE certificate: A's sidecar opened its update streams over
+        // mTLS with the certificate Sentry issued it.
+        let op_logs = cp.kubectl(&["logs", "deploy/dapr-operator"]).map_err(s)?;
+        let authenticated = op_logs
+            .lines()
+            .any(|l| l.contains("sidecar connected for updates") && l.contains(APP_A));
+        if !authenticated {
+            return Err(format!(
+                "the operator never saw {APP_A} by its SPIFFE id:\n{op_logs}"
+            ));
+        }
         Ok((ready, secs, firsts))
     }
     .await;
