@@ -1194,3 +1194,74 @@ async fn control_plane_binaries_log_json_with_daprs_fields() {
         "{placement:?}"
     );
 }
+
+// ---------- TLS span export ----------
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn spans_reach_a_tls_otlp_collector_verified_against_the_system_roots() {
+    use rcgen::{BasicConstraints, CertificateParams, IsCa, Issuer, KeyPair};
+    let dir = tempfile::tempdir().unwrap();
+    // A private CA; daprd trusts it only through SSL_CERT_FILE (the system
+    // roots rustls-native-certs loads).
+    let ca_key = KeyPair::generate().unwrap();
+    let mut ca = CertificateParams::new(Vec::<String>::new()).unwrap();
+    ca.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+    let ca_cert = ca.self_signed(&ca_key).unwrap();
+    let issuer = Issuer::from_params(&ca, &ca_key);
+    let server_key = KeyPair::generate().unwrap();
+    let server = CertificateParams::new(vec!["127.0.0.1".to_owned(), "localhost".to_owned()])
+        .unwrap()
+        .signed_by(&server_key, &issuer)
+        .unwrap();
+    let ca_file = dir.path().join("ca.pem");
+    std::fs::write(&ca_file, ca_cert.pem()).unwrap();
+
+    let c = Collector::default();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let identity = tonic::transport::Identity::from_pem(server.pem(), server_key.serialize_pem());
+    let svc = TraceServiceServer::new(c.clone());
+    tokio::spawn(async move {
+        let _ = tonic::transport::Server::builder()
+            .tls_config(tonic::transport::ServerTlsConfig::new().identity(identity))
+            .unwrap()
+            .add_service(svc)
+            .serve_with_incoming(tokio_stream::wrappers::TcpListenerStream::new(listener))
+            .await;
+    });
+
+    // isSecure: true is Dapr's default; it is spelled out here.
+    let cfg = write_config(
+        dir.path(),
+        "tls",
+        &format!(
+            "  tracing:\n    samplingRate: \"1\"\n    otel:\n      endpointAddress: 127.0.0.1:{port}\n      protocol: grpc\n      isSecure: true\n"
+        ),
+    );
+    let daprd = DaprdBuilder::new("tls-export")
+        .arg("--config")
+        .arg(&cfg)
+        .env("SSL_CERT_FILE", &ca_file.display().to_string())
+        .start()
+        .await;
+    let trace_id = "0af7651916cd43dd8448eb211c80319c";
+    let r = request(
+        "GET",
+        &daprd.url("/v1.0/metadata"),
+        None,
+        &[("traceparent", &format!("00-{trace_id}-b7ad6b7169203331-01"))],
+    )
+    .await
+    .unwrap();
+    assert_eq!(r.status, 200);
+    let span = wait_for("the metadata span over TLS", || {
+        c.otlp
+            .lock()
+            .unwrap()
+            .iter()
+            .find(|s| hex(&s.trace_id) == trace_id)
+            .cloned()
+    })
+    .await;
+    assert_eq!(hex(&span.parent_span_id), "b7ad6b7169203331");
+}

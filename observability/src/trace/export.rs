@@ -26,17 +26,16 @@ pub enum ExportError {
         endpoint: String,
         reason: String,
     },
-    #[error(
-        "tracing otel: isSecure (TLS) export to '{0}' is not supported by this build; set isSecure: false"
-    )]
-    Tls(String),
+    #[error("tracing: TLS export to '{endpoint}' cannot start: {reason}")]
+    Tls { endpoint: String, reason: String },
     #[error("tracing otel: unknown protocol '{0}' (expected grpc or http)")]
     Protocol(String),
     #[error("tracing otel: invalid header '{0}' (expected key=value)")]
     Header(String),
 }
 
-type HttpClient = Client<hyper_util::client::legacy::connect::HttpConnector, Full<Bytes>>;
+type HttpConnector = hyper_util::client::legacy::connect::HttpConnector;
+type HttpClient = Client<hyper_rustls::HttpsConnector<HttpConnector>, Full<Bytes>>;
 
 pub enum Exporter {
     OtlpGrpc {
@@ -56,8 +55,88 @@ pub enum Exporter {
     },
 }
 
-fn http_client() -> HttpClient {
-    Client::builder(TokioExecutor::new()).build_http()
+/// A rustls (ring) client config trusting the system's roots (honouring
+/// `SSL_CERT_FILE` / `SSL_CERT_DIR`), offering `alpn`.
+fn tls_config(
+    endpoint: &str,
+    alpn: &[u8],
+) -> Result<std::sync::Arc<rustls::ClientConfig>, ExportError> {
+    use hyper_rustls::ConfigBuilderExt;
+    let err = |reason: String| ExportError::Tls {
+        endpoint: endpoint.to_owned(),
+        reason,
+    };
+    let mut config = rustls::ClientConfig::builder_with_provider(std::sync::Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .map_err(|e| err(e.to_string()))?
+    .with_native_roots()
+    .map_err(|e| err(format!("no usable root certificates: {e}")))?
+    .with_no_client_auth();
+    config.alpn_protocols = vec![alpn.to_vec()];
+    Ok(std::sync::Arc::new(config))
+}
+
+fn connector(
+    tls: std::sync::Arc<rustls::ClientConfig>,
+) -> hyper_rustls::HttpsConnector<HttpConnector> {
+    let mut http = HttpConnector::new();
+    http.enforce_http(false);
+    http.set_nodelay(true);
+    hyper_rustls::HttpsConnector::from((http, tls))
+}
+
+/// An HTTP(S) client; TLS only for `https://` URLs.
+fn http_client(url: &http::Uri) -> Result<HttpClient, ExportError> {
+    let tls = if url.scheme_str() == Some("https") {
+        tls_config(&url.to_string(), b"http/1.1")?
+    } else {
+        // Never used for http:// URLs; an empty root store keeps it inert.
+        std::sync::Arc::new(
+            rustls::ClientConfig::builder_with_provider(std::sync::Arc::new(
+                rustls::crypto::ring::default_provider(),
+            ))
+            .with_safe_default_protocol_versions()
+            .map_err(|e| ExportError::Tls {
+                endpoint: url.to_string(),
+                reason: e.to_string(),
+            })?
+            .with_root_certificates(rustls::RootCertStore::empty())
+            .with_no_client_auth(),
+        )
+    };
+    Ok(Client::builder(TokioExecutor::new()).build(connector(tls)))
+}
+
+/// A lazily connecting OTLP/gRPC channel; `https://` goes over TLS (h2 by
+/// ALPN) with the server's certificate verified against the system roots.
+fn grpc_channel(u: http::Uri, timeout: Duration) -> Result<tonic::transport::Channel, ExportError> {
+    if u.scheme_str() != Some("https") {
+        return Ok(tonic::transport::Endpoint::from(u)
+            .timeout(timeout)
+            .connect_lazy());
+    }
+    let tls = tls_config(&u.to_string(), b"h2")?;
+    // tonic's endpoint stays http:// (its own TLS is not used); the
+    // connector dials TLS by turning the scheme back to https.
+    let mut parts = u.clone().into_parts();
+    parts.scheme = Some(http::uri::Scheme::HTTP);
+    let plain = http::Uri::from_parts(parts).map_err(|e| ExportError::Endpoint {
+        what: "otel",
+        endpoint: u.to_string(),
+        reason: e.to_string(),
+    })?;
+    let https = tower::ServiceBuilder::new()
+        .map_request(|uri: http::Uri| {
+            let mut parts = uri.into_parts();
+            parts.scheme = Some(http::uri::Scheme::HTTPS);
+            http::Uri::from_parts(parts).unwrap_or_default()
+        })
+        .service(connector(tls));
+    Ok(tonic::transport::Endpoint::from(plain)
+        .timeout(timeout)
+        .connect_with_connector_lazy(https))
 }
 
 fn uri(what: &'static str, endpoint: &str) -> Result<http::Uri, ExportError> {
@@ -70,12 +149,11 @@ fn uri(what: &'static str, endpoint: &str) -> Result<http::Uri, ExportError> {
                 reason: e.to_string(),
             })?;
     match u.scheme_str() {
-        Some("http") => Ok(u),
-        Some("https") => Err(ExportError::Tls(endpoint.to_owned())),
+        Some("http" | "https") => Ok(u),
         _ => Err(ExportError::Endpoint {
             what,
             endpoint: endpoint.to_owned(),
-            reason: "expected an http:// URL".into(),
+            reason: "expected an http:// or https:// URL".into(),
         }),
     }
 }
@@ -120,9 +198,10 @@ pub(crate) fn from_config(
     if let Some(z) = spec.and_then(|s| s.zipkin.as_ref())
         && !z.endpoint_address.is_empty()
     {
+        let url = uri("zipkin", &z.endpoint_address)?;
         out.push(Exporter::Zipkin {
-            client: http_client(),
-            url: uri("zipkin", &z.endpoint_address)?,
+            client: http_client(&url)?,
+            url,
         });
     }
     let otel = spec
@@ -180,10 +259,7 @@ pub(crate) fn from_config(
     if let Some((url, protocol, headers, timeout)) = target {
         match protocol.as_str() {
             "" | "grpc" => {
-                let u = uri("otel", &url)?;
-                let channel = tonic::transport::Endpoint::from(u)
-                    .timeout(timeout)
-                    .connect_lazy();
+                let channel = grpc_channel(uri("otel", &url)?, timeout)?;
                 out.push(Exporter::OtlpGrpc {
                     client: TraceServiceClient::new(channel),
                     headers,
@@ -199,7 +275,7 @@ pub(crate) fn from_config(
                     base
                 };
                 out.push(Exporter::OtlpHttp {
-                    client: http_client(),
+                    client: http_client(&url)?,
                     url,
                     headers,
                     timeout,
@@ -456,17 +532,27 @@ mod tests {
             .unwrap();
         let _g = rt.enter();
         assert_eq!(from_config(Some(&spec), &none).unwrap().len(), 2);
-        // isSecure defaults to true, which this build cannot do: a clear error.
-        let secure = TracingSpec {
-            otel: Some(OtelSpec {
-                endpoint_address: "collector:4317".into(),
+        // isSecure defaults to true: TLS, for gRPC and HTTP alike.
+        for protocol in ["grpc", "http"] {
+            let secure = TracingSpec {
+                otel: Some(OtelSpec {
+                    endpoint_address: "collector:4317".into(),
+                    protocol: protocol.into(),
+                    ..Default::default()
+                }),
                 ..Default::default()
+            };
+            assert_eq!(from_config(Some(&secure), &none).unwrap().len(), 1);
+        }
+        let ftp = TracingSpec {
+            zipkin: Some(ZipkinSpec {
+                endpoint_address: "ftp://x/spans".into(),
             }),
             ..Default::default()
         };
         assert!(matches!(
-            from_config(Some(&secure), &none),
-            Err(ExportError::Tls(_))
+            from_config(Some(&ftp), &none),
+            Err(ExportError::Endpoint { .. })
         ));
         let env = |k: &str| match k {
             "OTEL_EXPORTER_OTLP_ENDPOINT" => Some("http://127.0.0.1:4318".to_owned()),
