@@ -255,6 +255,9 @@ struct Inner {
     /// the hash ring and calls are forwarded (see `cluster`).
     clustered: std::sync::atomic::AtomicBool,
     cluster: watch::Sender<Option<Arc<dyn Cluster>>>,
+    /// Instances this sidecar runs as their owner: created here or resumed
+    /// from the store (in a cluster, what `rebalance` need not take over).
+    running: StdMutex<HashSet<String>>,
 }
 
 /// The engine. Cheap to clone; its dispatcher and timer tasks live as long
@@ -279,6 +282,7 @@ impl Engine {
             seq: AtomicU64::new(1),
             clustered: std::sync::atomic::AtomicBool::new(false),
             cluster: watch::Sender::new(None),
+            running: StdMutex::new(HashSet::new()),
         });
         let engine = Engine { inner };
         tokio::spawn(engine.clone().dispatch_loop());
@@ -335,6 +339,13 @@ impl Engine {
         }
     }
 
+    /// Notes that this sidecar runs the instance as its owner.
+    pub(crate) fn took(&self, id: &str) {
+        if self.inner.clustered.load(Ordering::Acquire) {
+            lock(&self.inner.running).insert(id.to_owned());
+        }
+    }
+
     /// Where the instance is placed (`Here` for a single sidecar).
     fn place(&self, id: &str) -> Place {
         match &*self.inner.cluster.borrow() {
@@ -352,6 +363,7 @@ impl Engine {
             .filter(|id| self.place(id) == Place::Elsewhere)
             .cloned()
             .collect();
+        lock(&self.inner.running).retain(|id| self.place(id) != Place::Elsewhere);
         if !lost.is_empty() {
             let gone: HashSet<&String> = lost.iter().collect();
             lock(&self.inner.slots).retain(|id, _| !gone.contains(id));
@@ -373,7 +385,7 @@ impl Engine {
             let id = &entry.instance_id;
             if entry.terminal
                 || self.place(id) != Place::Here
-                || lock(&self.inner.slots).contains_key(id)
+                || lock(&self.inner.running).contains(id)
             {
                 continue;
             }
@@ -533,6 +545,7 @@ impl Engine {
         };
         self.inner.store.put_record(&mut batch, &id, &record);
         batch.index(&id, IndexChange::Active);
+        self.took(&id);
         let pending = self.submit(&mut st, batch)?;
         let scheduled = record.scheduled_start;
         st.record = Some(record);
@@ -1673,6 +1686,7 @@ impl Engine {
                 };
                 remember(&mut r.received, &msg.dedup);
                 batch.index(&msg.target, IndexChange::Active);
+                self.took(&msg.target);
                 r
             }
             // Finished or missing receivers drop the message.
@@ -1844,6 +1858,19 @@ impl Engine {
     async fn resume_instance(&self, id: &str) -> Result<(), WorkflowError> {
         let slot = self.slot(id);
         let mut st = slot.state.lock().await;
+        if self.inner.clustered.load(Ordering::Acquire) {
+            // Whatever is cached was read while another sidecar owned the
+            // instance: start from the store (after this sidecar's own
+            // writes in flight, if any, have settled).
+            if let Some(p) = st.last.clone() {
+                let _ = p.wait().await;
+            }
+            let turn = st.turn.take();
+            *st = SlotState::default();
+            drop(turn);
+            lock(&self.inner.dispatch).queued_turns.remove(id);
+        }
+        self.took(id);
         self.ensure_loaded(&mut st, id).await?;
         let Some(record) = st.record.clone() else {
             return Ok(());
@@ -1973,6 +2000,9 @@ impl Inner {
         drop(st);
         if evict {
             slots.remove(id);
+            if finished {
+                lock(&self.running).remove(id);
+            }
         }
     }
 }

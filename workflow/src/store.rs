@@ -853,3 +853,80 @@ mod tests {
         assert_eq!(store.is_listed("other"), Some(true));
     }
 }
+
+#[cfg(test)]
+mod fencing_tests {
+    use dapr_components::state::memory::InMemoryStore;
+
+    use super::*;
+
+    fn record(name: &str) -> InstanceRecord {
+        InstanceRecord {
+            name: name.into(),
+            ..Default::default()
+        }
+    }
+
+    fn write(store: &WorkflowStore, id: &str, name: &str) -> Batch {
+        let mut b = Batch::default();
+        store.put_record(&mut b, id, &record(name));
+        b
+    }
+
+    /// Two sidecars on one store: once the second has read and written an
+    /// instance, the first one's write (on its older etag) fails, and its
+    /// next write succeeds only after it read the record again.
+    #[tokio::test]
+    async fn a_stale_owners_write_fails() {
+        let shared: Arc<dyn StateStore> = Arc::new(InMemoryStore::new());
+        let a = WorkflowStore::new(shared.clone(), "app", "ns");
+        let b = WorkflowStore::new(shared, "app", "ns");
+        a.set_guarded();
+        b.set_guarded();
+        // A creates the instance (first write: it must not exist).
+        assert!(a.load_record("x").await.unwrap().is_none());
+        let mut create = write(&a, "x", "v1");
+        create.index("x", IndexChange::Active);
+        a.commit(create).await.unwrap();
+        a.commit(write(&a, "x", "v2")).await.unwrap();
+        // B takes over: reads, writes.
+        assert_eq!(b.load_record("x").await.unwrap().unwrap().name, "v2");
+        b.commit(write(&b, "x", "v3")).await.unwrap();
+        // A has not noticed: its write is refused, the store keeps B's.
+        assert!(matches!(
+            a.commit(write(&a, "x", "stale")).await,
+            Err(StoreError::State(StateError::EtagMismatch))
+        ));
+        assert_eq!(b.load_record("x").await.unwrap().unwrap().name, "v3");
+        // B's index update after A's (on a shard A wrote) is retried on the
+        // fresh shard, so both instances stay listed.
+        let mut other = write(&b, "y", "w1");
+        other.index("y", IndexChange::Active);
+        assert!(b.load_record("y").await.unwrap().is_none());
+        b.commit(other).await.unwrap();
+        let ids = listed_ids(&a.index().await.unwrap());
+        assert!(
+            ids.contains(&"x".to_owned()) && ids.contains(&"y".to_owned()),
+            "{ids:?}"
+        );
+        // After reading again, A may write.
+        assert_eq!(a.load_record("x").await.unwrap().unwrap().name, "v3");
+        a.commit(write(&a, "x", "v4")).await.unwrap();
+        assert_eq!(b.load_record("x").await.unwrap().unwrap().name, "v4");
+    }
+
+    /// An instance both sidecars believe new is created by only one.
+    #[tokio::test]
+    async fn only_one_sidecar_creates_an_instance() {
+        let shared: Arc<dyn StateStore> = Arc::new(InMemoryStore::new());
+        let a = WorkflowStore::new(shared.clone(), "app", "ns");
+        let b = WorkflowStore::new(shared, "app", "ns");
+        a.set_guarded();
+        b.set_guarded();
+        assert!(a.load_record("z").await.unwrap().is_none());
+        assert!(b.load_record("z").await.unwrap().is_none());
+        a.commit(write(&a, "z", "from-a")).await.unwrap();
+        assert!(b.commit(write(&b, "z", "from-b")).await.is_err());
+        assert_eq!(a.load_record("z").await.unwrap().unwrap().name, "from-a");
+    }
+}

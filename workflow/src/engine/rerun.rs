@@ -297,6 +297,7 @@ impl Engine {
         self.inner.store.put_chunk(&mut batch, &new_id, 1, &history);
         self.inner.store.put_record(&mut batch, &new_id, &record);
         batch.index(&new_id, IndexChange::Active);
+        self.took(&new_id);
         self.write(&mut st, &new_id, batch).await?;
         st.record = Some(record);
         st.history = history;
