@@ -1264,4 +1264,27 @@ async fn spans_reach_a_tls_otlp_collector_verified_against_the_system_roots() {
     })
     .await;
     assert_eq!(hex(&span.parent_span_id), "b7ad6b7169203331");
+
+    // The same collector is refused by a sidecar that trusts only the
+    // public roots: the handshake fails and nothing arrives.
+    drop(daprd);
+    let before = c.otlp.lock().unwrap().len();
+    let untrusting = DaprdBuilder::new("tls-untrusted")
+        .arg("--config")
+        .arg(&cfg)
+        .env("SSL_CERT_FILE", "/etc/ssl/certs/ca-certificates.crt")
+        .start()
+        .await;
+    let r = request("GET", &untrusting.url("/v1.0/metadata"), None, &[])
+        .await
+        .unwrap();
+    assert_eq!(r.status, 200);
+    wait_for("the failed export in daprd's log", || {
+        untrusting
+            .logs()
+            .contains("span export failed")
+            .then_some(())
+    })
+    .await;
+    assert_eq!(c.otlp.lock().unwrap().len(), before);
 }
