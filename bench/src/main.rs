@@ -14,6 +14,7 @@ mod crypto;
 mod daprd;
 mod injector;
 mod invoke;
+mod k8s;
 mod load;
 mod lock;
 mod procfs;
@@ -46,6 +47,9 @@ enum Cmd {
     Invoke(InvokeArgs),
     /// Sidecar injector: admission latency over TLS vs a canned TLS webhook.
     Injector(InjectorArgs),
+    /// Kubernetes: admission latency, operator RSS with 1000 Components,
+    /// helm install → Ready, Deployment → sidecar Ready (test cluster).
+    K8s(k8s::K8sArgs),
     /// Envelope encryption throughput through daprd vs the raw cipher.
     Crypto(CryptoArgs),
     /// Lock acquire/release latency through daprd vs direct Redis.
@@ -337,6 +341,7 @@ fn main() -> anyhow::Result<()> {
             args.validate()?;
             rt.block_on(injector::run(args))
         }
+        Cmd::K8s(args) => rt.block_on(k8s::run(args)),
         Cmd::Workflow(args) => rt.block_on(workflow::run(args)),
         Cmd::Pubsub(args) => {
             args.validate()?;
