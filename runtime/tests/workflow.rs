@@ -1021,3 +1021,153 @@ async fn a_killed_replicas_workflows_finish_on_the_other() {
     );
     drop(placement);
 }
+
+/// The Python SDK's `WorkflowRuntime` as the worker of two replicas: fan-out
+/// workflows started through either sidecar run their activities on both
+/// workers, status and external events work through both sidecars.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn python_sdk_workers_on_two_replicas() {
+    let placement = Placement::start().await;
+    let res = tempfile::tempdir().unwrap();
+    postgres_actor_store(res.path());
+    let dir = tempfile::tempdir().unwrap();
+    let steps = dir.path().join("steps.log");
+    let app_id = format!("wf-py-replicas-{}", uuid::Uuid::new_v4().simple());
+    let mut sidecars = Vec::new();
+    let mut workers = Vec::new();
+    for name in ["A", "B"] {
+        let d = DaprdBuilder::new(&app_id)
+            .resources(res.path())
+            .arg("--placement-host-address")
+            .arg(placement.address())
+            .start()
+            .await;
+        workers.push(KillOnDrop(
+            Command::new("python3")
+                .args(["-W", "ignore"])
+                .arg(format!("{ROOT}/e2e/python/workflow_replica_worker.py"))
+                .env("DAPR_GRPC_PORT", d.grpc_port.to_string())
+                .env("DAPR_HTTP_PORT", d.http_port.to_string())
+                .env("STEP_LOG", &steps)
+                .env("WORKER", name)
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .spawn()
+                .expect("python3"),
+        ));
+        sidecars.push(d);
+    }
+    let logs = || {
+        format!(
+            "--- steps ---\n{}\n--- A ---\n{}\n--- B ---\n{}",
+            std::fs::read_to_string(&steps).unwrap_or_default(),
+            sidecars[0].logs(),
+            sidecars[1].logs()
+        )
+    };
+    for name in ["A", "B"] {
+        let deadline = Instant::now() + Duration::from_secs(60);
+        while !std::fs::read_to_string(&steps)
+            .unwrap_or_default()
+            .lines()
+            .any(|l| l == format!("worker ready {name}"))
+        {
+            assert!(
+                Instant::now() < deadline,
+                "worker {name} never started\n{}",
+                logs()
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+    let status = |d: &Daprd, id: String| {
+        let url = d.url(&format!("/v1.0/workflows/dapr/{id}"));
+        async move { http("GET", &url, "").await.json() }
+    };
+    let (sidecars_ref, status_ref, logs_ref) = (&sidecars, &status, &logs);
+    let finished = |id: String| async move {
+        let (sidecars, status, logs) = (sidecars_ref, status_ref, logs_ref);
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            let j = status(&sidecars[1], id.clone()).await;
+            if j["runtimeStatus"] == "COMPLETED" {
+                return j;
+            }
+            assert!(
+                Instant::now() < deadline && j["runtimeStatus"] != "FAILED",
+                "{id}: {j}\n{}",
+                logs()
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    };
+    // Fan-outs started through A and B in turn, until both workers ran
+    // activities (placement has both replicas in its tables by then).
+    let deadline = Instant::now() + Duration::from_secs(120);
+    let mut round = 0;
+    loop {
+        round += 1;
+        let ids: Vec<String> = (0..4).map(|i| format!("fan-{round}-{i}")).collect();
+        for (i, id) in ids.iter().enumerate() {
+            let d = &sidecars[i % 2];
+            let r = http(
+                "POST",
+                &d.url(&format!("/v1.0/workflows/dapr/fan/start?instanceID={id}")),
+                "6",
+            )
+            .await;
+            assert_eq!(r.status, 202, "{}\n{}", r.text(), logs());
+        }
+        for id in &ids {
+            let j = finished(id.clone()).await;
+            let out: Vec<String> =
+                serde_json::from_str(j["properties"]["dapr.workflow.output"].as_str().unwrap())
+                    .unwrap();
+            assert_eq!(out.len(), 6, "{id}: {out:?}");
+            assert!(out.iter().all(|w| w == "A" || w == "B"), "{out:?}");
+            assert_eq!(
+                status(&sidecars[0], id.clone()).await["runtimeStatus"],
+                "COMPLETED"
+            );
+        }
+        let ran: HashSet<String> = std::fs::read_to_string(&steps)
+            .unwrap_or_default()
+            .lines()
+            .filter(|l| l.starts_with("fan-"))
+            .filter_map(|l| l.split(' ').nth(2).map(str::to_owned))
+            .collect();
+        if ran.len() == 2 {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "activities only ever ran on {ran:?}\n{}",
+            logs()
+        );
+    }
+    // External events and status through both sidecars.
+    for i in 0..4 {
+        let id = format!("waiter-{i}");
+        let (start, other) = (&sidecars[i % 2], &sidecars[(i + 1) % 2]);
+        let r = http(
+            "POST",
+            &start.url(&format!(
+                "/v1.0/workflows/dapr/waiter/start?instanceID={id}"
+            )),
+            "",
+        )
+        .await;
+        assert_eq!(r.status, 202, "{}", r.text());
+        let r = http(
+            "POST",
+            &other.url(&format!("/v1.0/workflows/dapr/{id}/raiseEvent/go")),
+            &format!("\"v{i}\""),
+        )
+        .await;
+        assert_eq!(r.status, 202, "{}", r.text());
+        let j = finished(id.clone()).await;
+        assert_eq!(j["properties"]["dapr.workflow.output"], format!("\"v{i}\""));
+    }
+    drop(workers);
+    drop(placement);
+}
