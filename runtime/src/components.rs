@@ -480,6 +480,7 @@ impl ComponentLoader {
             let store = configuration_components::create(type_, metadata)
                 .await
                 .map_err(|e| e.to_string())?;
+            let store = dapr_observability::components::metered_configuration(&name, store);
             write(&self.registry.configuration).insert(name, (store, info));
         } else if type_.starts_with("lock.") {
             let store = lock_components::create(type_, metadata)

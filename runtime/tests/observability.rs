@@ -1288,3 +1288,144 @@ async fn spans_reach_a_tls_otlp_collector_verified_against_the_system_roots() {
     .await;
     assert_eq!(c.otlp.lock().unwrap().len(), before);
 }
+
+// ---------- binding and configuration component metrics ----------
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn binding_and_configuration_calls_are_counted_per_component() {
+    let dir = tempfile::tempdir().unwrap();
+    let (app, _seen) = start_app().await;
+    let resources = dir.path().join("resources");
+    std::fs::create_dir_all(&resources).unwrap();
+    let files = dir.path().join("files");
+    std::fs::create_dir_all(&files).unwrap();
+    common::write_resource(
+        &resources,
+        "store.yaml",
+        &common::component_yaml(
+            "store",
+            "bindings.localstorage",
+            &[("rootPath", &files.display().to_string())],
+        ),
+    );
+    common::write_resource(
+        &resources,
+        "tick.yaml",
+        &common::component_yaml("tick", "bindings.cron", &[("schedule", "@every 1s")]),
+    );
+    common::write_resource(
+        &resources,
+        "cfg.yaml",
+        &common::component_yaml(
+            "cfg",
+            "configuration.redis",
+            &[("redisHost", &common::redis_addr())],
+        ),
+    );
+    let metrics = free_port();
+    let daprd = DaprdBuilder::new("components")
+        .resources(&resources)
+        .arg("--config")
+        .arg(write_config(dir.path(), "c", ""))
+        .arg("--app-port")
+        .arg(app.port().to_string())
+        .arg("--metrics-port")
+        .arg(metrics.to_string())
+        .arg("--metrics-listen-address")
+        .arg("127.0.0.1")
+        .start()
+        .await;
+    let invoke = |body: &'static str| {
+        let url = daprd.url("/v1.0/bindings/store");
+        async move { common::http("POST", &url, body).await.status }
+    };
+    for name in ["a", "b"] {
+        let body = if name == "a" {
+            r#"{"operation":"create","data":"x","metadata":{"fileName":"a"}}"#
+        } else {
+            r#"{"operation":"create","data":"y","metadata":{"fileName":"b"}}"#
+        };
+        assert_eq!(invoke(body).await, 200);
+    }
+    assert_eq!(
+        invoke(r#"{"operation":"get","metadata":{"fileName":"a"}}"#).await,
+        200
+    );
+    assert_eq!(
+        invoke(r#"{"operation":"get","metadata":{"fileName":"missing"}}"#).await,
+        500
+    );
+    let r = common::http(
+        "GET",
+        &daprd.url("/v1.0/configuration/cfg?key=obs-test-key"),
+        "",
+    )
+    .await;
+    assert_eq!(r.status, 200, "{}", r.text());
+
+    let labels = |op: &'static str, ok: &'static str| {
+        [
+            ("app_id", "components"),
+            ("component", "store"),
+            ("namespace", ""),
+            ("operation", op),
+            ("success", ok),
+        ]
+    };
+    // The cron binding fires into the app every second: wait for one.
+    let text = wait_for_metric(metrics, |m| {
+        value(
+            m,
+            "dapr_component_input_binding_count",
+            &[
+                ("app_id", "components"),
+                ("component", "tick"),
+                ("namespace", ""),
+                ("success", "true"),
+            ],
+        ) >= 1.0
+    })
+    .await;
+    let m = parse_metrics(&text);
+    let out = |op, ok| value(&m, "dapr_component_output_binding_count", &labels(op, ok));
+    assert_eq!(out("create", "true"), 2.0, "{text}");
+    assert_eq!(out("get", "true"), 1.0);
+    assert_eq!(out("get", "false"), 1.0);
+    assert_eq!(
+        value(
+            &m,
+            "dapr_component_output_binding_latencies_count",
+            &labels("create", "true")
+        ),
+        2.0
+    );
+    assert_eq!(
+        value(
+            &m,
+            "dapr_component_configuration_count",
+            &[
+                ("app_id", "components"),
+                ("component", "cfg"),
+                ("namespace", ""),
+                ("operation", "get"),
+                ("success", "true"),
+            ]
+        ),
+        1.0,
+        "{text}"
+    );
+    promtool_check("daprd (components) metrics", &text);
+}
+
+/// Scrapes until `ok` holds (generous deadline for a loaded machine).
+async fn wait_for_metric(port: u16, ok: impl Fn(&[Sample]) -> bool) -> String {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let text = scrape(port).await;
+        if ok(&parse_metrics(&text)) {
+            return text;
+        }
+        assert!(Instant::now() < deadline, "metric never appeared:\n{text}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}

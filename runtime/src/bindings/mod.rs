@@ -42,9 +42,12 @@ pub async fn build_entry(
     metadata: &ComponentMetadata,
     info: ComponentInfo,
 ) -> Result<BindingEntry, String> {
-    let mut binding = components::create(type_, metadata)
-        .await
-        .map_err(|e| e.to_string())?;
+    let mut binding = dapr_observability::components::metered_binding(
+        &metadata.name,
+        components::create(type_, metadata)
+            .await
+            .map_err(|e| e.to_string())?,
+    );
     let direction = Direction::from_metadata(metadata);
     if !direction.input {
         binding.input = None;
