@@ -564,6 +564,11 @@ async fn kubernetes_end_to_end_with_helm_injected_sidecars_mtls_and_issuer_rotat
             "8 unknown component type reported, others keep working",
             outcome,
         );
+        let outcome = conversion_through_the_service(&cluster, &cp, &apps, &root).await;
+        report.record(
+            "10 Subscription conversion through the dapr-webhook Service",
+            outcome,
+        );
         let outcome = rotate_issuer(&cp, &apps, &root, &a_addr, &b.0, &mut report).await;
         report.record(
             "6 issuer rotation (cert-manager Secret) under traffic",
@@ -919,6 +924,71 @@ async fn component_applies_live(apps: &TestNamespace, a_addr: &str) -> Res<Strin
 /// component that fails without `ignoreErrors: true` makes daprd exit (it
 /// names the component on the way out and then crash-loops on it at start);
 /// with `ignoreErrors: true` it is logged and skipped, which is checked here.
+/// Step 10. The apiserver converts Subscriptions through the chart's
+/// `dapr-webhook` Service to the operator pod (port 19443, its Sentry
+/// certificate for `dapr-webhook.<ns>.svc`, verified against the root). The
+/// chart's Subscription CRD is copied under a group of this test's own, so
+/// the cluster-wide `subscriptions.dapr.io` other tests share (installed
+/// with `strategy: None` from `crds/generated`) stays as it is.
+async fn conversion_through_the_service(
+    cluster: &Cluster,
+    cp: &TestNamespace,
+    apps: &TestNamespace,
+    root: &Root,
+) -> Res<String> {
+    use base64::Engine as _;
+    let group = format!("{}.e2e.dapr-rs.dev", unique_name("k8sconv"));
+    let crd_name = format!("subscriptions.{group}");
+    let mut crd = dapr_crds::crd::all()
+        .into_iter()
+        .find(|g| g.file_name == "subscription.yaml")
+        .ok_or("no Subscription CRD")?
+        .chart_crd();
+    crd["metadata"]["name"] = serde_json::json!(crd_name);
+    crd["spec"]["group"] = serde_json::json!(group);
+    let client = &mut crd["spec"]["conversion"]["webhook"]["clientConfig"];
+    client["service"]["namespace"] = serde_json::json!(cp.name());
+    client["caBundle"] =
+        serde_json::json!(base64::engine::general_purpose::STANDARD.encode(&root.pem));
+    cluster.apply(&crd.to_string()).map_err(s)?;
+    let result = async {
+        cluster
+            .kubectl(&[
+                "wait",
+                "--for=condition=Established",
+                "--timeout=30s",
+                &format!("crd/{crd_name}"),
+            ])
+            .map_err(s)?;
+        let v1 = format!(
+            "apiVersion: {group}/v1alpha1\nkind: Subscription\nmetadata: {{name: orders}}\nspec: {{pubsubname: pubsub, topic: orders, route: /orders, deadLetterTopic: dlq}}\n"
+        );
+        let started = Instant::now();
+        eventually(
+            "v1alpha1 Subscription converted by the operator pod",
+            Duration::from_secs(60),
+            Duration::from_millis(500),
+            || async { Ok::<_, String>(apps.apply(&v1).ok().map(|_| ())) },
+        )
+        .await
+        .map_err(|e| format!("{e}\n{}", cp.kubectl(&["logs", "deploy/dapr-operator", "--tail=30"]).unwrap_or_default()))?;
+        let got = apps
+            .kubectl(&["get", &format!("subscriptions.v2alpha1.{group}"), "orders", "-o", "json"])
+            .map_err(s)?;
+        let got: Value = serde_json::from_str(&got).map_err(s)?;
+        if got["spec"]["routes"]["default"] != "/orders" || got["spec"]["deadLetterTopic"] != "dlq" {
+            return Err(format!("v2alpha1 view: {got}"));
+        }
+        Ok(format!(
+            "v1alpha1 written, read as v2alpha1 routes.default=/orders ({:.1} s to the first conversion)",
+            started.elapsed().as_secs_f64()
+        ))
+    }
+    .await;
+    let _ = cluster.kubectl(&["delete", "crd", &crd_name, "--wait=false"]);
+    result
+}
+
 async fn unknown_component_type(apps: &TestNamespace, a_pod: &str, a_addr: &str) -> Res<String> {
     let before = restarts(&pods_json(apps, "app")?);
     apps.apply(
