@@ -1429,3 +1429,151 @@ async fn wait_for_metric(port: u16, ok: impl Fn(&[Sample]) -> bool) -> String {
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
 }
+
+// ---------- actor metrics ----------
+
+/// An actor app hosting `Counter`: every method, reminder and timer call
+/// answers 200.
+async fn start_actor_app() -> u16 {
+    let router = Router::new()
+        .route(
+            "/dapr/config",
+            get(|| async {
+                (
+                    [("content-type", "application/json")],
+                    r#"{"entities":["Counter"],"actorIdleTimeout":"1s","actorScanInterval":"200ms"}"#,
+                )
+            }),
+        )
+        .fallback(|| async { "" });
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    tokio::spawn(async move {
+        let _ = axum::serve(listener, router).await;
+    });
+    port
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn actor_reminders_timers_and_deactivations_are_counted() {
+    let dir = tempfile::tempdir().unwrap();
+    let healthz = free_port();
+    let placement_port = free_port();
+    let s = |v: &str| v.to_owned();
+    let log = dir.path().join("placement.log");
+    let child = Command::new(sibling_bin("dapr-placement"))
+        .args([
+            s("--id"),
+            s("p0"),
+            s("--initial-cluster"),
+            format!("p0=127.0.0.1:{}", free_port()),
+            s("--port"),
+            placement_port.to_string(),
+            s("--listen-address"),
+            s("127.0.0.1"),
+            s("--healthz-port"),
+            healthz.to_string(),
+            s("--healthz-listen-address"),
+            s("127.0.0.1"),
+            s("--metrics-port"),
+            free_port().to_string(),
+            s("--metrics-listen-address"),
+            s("127.0.0.1"),
+        ])
+        .stdout(Stdio::null())
+        .stderr(std::fs::File::create(&log).unwrap())
+        .spawn()
+        .expect("spawn dapr-placement");
+    let mut placement = Proc { child, log };
+    wait_http_ok(
+        &format!("http://127.0.0.1:{healthz}/healthz"),
+        &mut placement,
+        "placement",
+    )
+    .await;
+    let app_port = start_actor_app().await;
+    let metrics = free_port();
+    let daprd = DaprdBuilder::new("actors-obs")
+        .arg("--config")
+        .arg(write_config(dir.path(), "a", ""))
+        .arg("--app-port")
+        .arg(app_port.to_string())
+        .arg("--placement-host-address")
+        .arg(format!("127.0.0.1:{placement_port}"))
+        .arg("--dapr-internal-grpc-port")
+        .arg(free_port().to_string())
+        .arg("--metrics-port")
+        .arg(metrics.to_string())
+        .arg("--metrics-listen-address")
+        .arg("127.0.0.1")
+        .start()
+        .await;
+    let actor = |path: &str| daprd.url(&format!("/v1.0/actors/Counter/c1/{path}"));
+    // Activate (retrying while the actor runtime joins placement), then a
+    // timer and a reminder every 200 ms.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let r = common::http("POST", &actor("method/add"), "").await;
+        if r.status == 200 {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "actor never activated: {} {}",
+            r.status,
+            r.text()
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let every = r#"{"dueTime":"0s","period":"200ms"}"#;
+    assert_eq!(
+        common::http("POST", &actor("timers/t1"), every)
+            .await
+            .status,
+        204
+    );
+    assert_eq!(
+        common::http("POST", &actor("reminders/r1"), every)
+            .await
+            .status,
+        204
+    );
+    let fired = |m: &[Sample], name: &str| {
+        value(
+            m,
+            name,
+            &[
+                ("actor_type", "Counter"),
+                ("app_id", "actors-obs"),
+                ("success", "true"),
+            ],
+        )
+    };
+    wait_for_metric(metrics, |m| {
+        fired(m, "dapr_runtime_actor_timers_fired_total") >= 2.0
+            && fired(m, "dapr_runtime_actor_reminders_fired_total") >= 2.0
+    })
+    .await;
+    // With both gone the actor idles out after 1 s and is deactivated.
+    for path in ["timers/t1", "reminders/r1"] {
+        assert_eq!(common::http("DELETE", &actor(path), "").await.status, 204);
+    }
+    let text = wait_for_metric(metrics, |m| {
+        value(
+            m,
+            "dapr_runtime_actor_deactivated_total",
+            &[("actor_type", "Counter"), ("app_id", "actors-obs")],
+        ) >= 1.0
+    })
+    .await;
+    let m = parse_metrics(&text);
+    assert_eq!(
+        value(
+            &m,
+            "dapr_runtime_actor_deactivated_failed_total",
+            &[("actor_type", "Counter"), ("app_id", "actors-obs")]
+        ),
+        0.0
+    );
+    promtool_check("daprd (actors) metrics", &text);
+}

@@ -7,6 +7,7 @@
 //! [`init`]; recording before (or without) it is a no-op, so building
 //! blocks can call [`get`] without plumbing.
 
+pub mod actor;
 pub mod component;
 mod grpc;
 mod http;
@@ -18,6 +19,7 @@ use std::sync::{Arc, OnceLock};
 
 use prometheus::{HistogramOpts, HistogramVec, IntCounterVec, Opts, Registry};
 
+pub use actor::ActorMetrics;
 pub use component::ComponentMetrics;
 pub use grpc::GrpcMetrics;
 pub use http::HttpMetrics;
@@ -70,6 +72,7 @@ pub struct DaprdMetrics {
     pub grpc: GrpcMetrics,
     pub service: ServiceMetrics,
     pub component: ComponentMetrics,
+    pub actor: ActorMetrics,
     /// `dapr_error_code_total`, only with `recordErrorCodes: true`.
     pub error_codes: Option<IntCounterVec>,
 }
@@ -111,6 +114,7 @@ impl DaprdMetrics {
         let grpc = GrpcMetrics::new(&f, &latency)?;
         let service = ServiceMetrics::new(&f, &latency)?;
         let component = ComponentMetrics::new(&f, &latency, namespace)?;
+        let actor = ActorMetrics::new(&f)?;
         let error_codes = if spec.record_error_codes == Some(true) {
             Some(f.counter(
                 "dapr_error_code_total",
@@ -128,6 +132,7 @@ impl DaprdMetrics {
             grpc,
             service,
             component,
+            actor,
             error_codes,
         })
     }
@@ -189,6 +194,20 @@ pub fn cert_rotation(result: Result<(), &str>) {
 pub fn acl_decision(decision: AclDecision, app_id: &str, trust_domain: &str, namespace: &str) {
     if let Some(m) = get() {
         m.service.acl(decision, app_id, trust_domain, namespace);
+    }
+}
+
+/// An actor reminder or timer tick was delivered (or failed to be).
+pub fn actor_fired(actor_type: &str, timer: bool, success: bool) {
+    if let Some(m) = get() {
+        m.actor.fired(actor_type, timer, success);
+    }
+}
+
+/// An actor activation ended (`why`: `idle`, `rebalanced`, ...).
+pub fn actor_deactivated(actor_type: &str, ok: bool, why: &str) {
+    if let Some(m) = get() {
+        m.actor.deactivated(actor_type, ok, why == "rebalanced");
     }
 }
 

@@ -146,7 +146,9 @@ impl ActorRuntime {
         // Its timers go with the activation.
         self.reminders
             .actor_deactivated(&actor.actor_type, &actor.actor_id);
-        match app::deactivate(&self.invoker, &actor.actor_type, &actor.actor_id).await {
+        let res = app::deactivate(&self.invoker, &actor.actor_type, &actor.actor_id).await;
+        dapr_observability::metrics::actor_deactivated(&actor.actor_type, res.is_ok(), why);
+        match res {
             Ok(()) => {
                 tracing::debug!(actor_type = %actor.actor_type, actor_id = %actor.actor_id, why, "actor deactivated")
             }

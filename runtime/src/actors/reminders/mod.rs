@@ -671,6 +671,11 @@ impl Reminders {
             body: fire.body.clone(),
         };
         let outcome = host.deliver(cb).await;
+        dapr_observability::metrics::actor_fired(
+            &r.actor_type,
+            kind == Kind::Timer,
+            outcome.is_ok(),
+        );
         match kind {
             Kind::Reminder => self.stats.reminders_fired.fetch_add(1, Ordering::Relaxed),
             Kind::Timer => self.stats.timers_fired.fetch_add(1, Ordering::Relaxed),
