@@ -734,3 +734,49 @@ impl Watched for SubscriptionWatch {
         Ok(())
     }
 }
+
+#[cfg(test)]
+mod decision_tests {
+    use serde_json::json;
+
+    use super::*;
+
+    fn doc(spec: serde_json::Value, scopes: Option<serde_json::Value>) -> Document {
+        let mut d = json!({"apiVersion": "dapr.io/v2alpha1", "kind": "Subscription",
+            "metadata": {"name": "s", "resourceVersion": "1"}, "spec": spec});
+        if let Some(s) = scopes {
+            d["scopes"] = s;
+        }
+        Sourced {
+            file: "operator".into(),
+            resource: (dapr_crds::SUBSCRIPTION_KIND.to_owned(), d),
+        }
+    }
+
+    #[test]
+    fn only_in_scope_resources_matter_and_metadata_is_ignored() {
+        let spec = json!({"pubsubname": "p", "topic": "t", "routes": {"default": "/a"}});
+        let open = doc(spec.clone(), None);
+        let mine = doc(spec.clone(), Some(json!(["app"])));
+        let other = doc(spec.clone(), Some(json!(["other"])));
+        assert!(relevant(&open.resource.1, "app").is_some());
+        assert!(relevant(&mine.resource.1, "app").is_some());
+        assert!(relevant(&other.resource.1, "app").is_none());
+        // A new resourceVersion alone is no change.
+        let mut bumped = open.clone();
+        bumped.resource.1["metadata"]["resourceVersion"] = json!("2");
+        assert!(same_subscription(&open, &bumped));
+        assert_eq!(
+            relevant(&open.resource.1, "app"),
+            relevant(&bumped.resource.1, "app")
+        );
+        let moved = doc(
+            json!({"pubsubname": "p", "topic": "t", "routes": {"default": "/b"}}),
+            None,
+        );
+        assert!(!same_subscription(&open, &moved));
+        assert!(!same_subscription(&open, &mine));
+        assert_eq!(topic_key(&open.resource.1), Some(("p".into(), "t".into())));
+        assert_eq!(doc_name(&open.resource.1), "s");
+    }
+}
