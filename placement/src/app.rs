@@ -12,7 +12,7 @@ use std::{
 
 use openraft::{Config, ServerState, SnapshotPolicy};
 use tokio::net::TcpListener;
-use tokio_stream::wrappers::TcpListenerStream;
+use tokio_stream::{StreamExt, wrappers::TcpListenerStream};
 use tracing::{info, warn};
 
 use crate::{
@@ -25,6 +25,7 @@ use crate::{
         NodeId, PeerNode, Raft, network,
         store::{LogStore, StateMachine, StoreError, open_db},
     },
+    serve::{ServeOptions, serve},
 };
 
 /// Raft timings (milliseconds). Placement nodes talk over a LAN; these give
@@ -56,9 +57,6 @@ pub enum AppError {
         /// Why.
         source: std::io::Error,
     },
-    /// The gRPC server failed.
-    #[error("gRPC server: {0}")]
-    Grpc(#[from] tonic::transport::Error),
     /// `--tls-enabled`: no identity from Sentry.
     #[error("mTLS: {0}")]
     Identity(#[from] dapr_security::identity::IdentityError),
@@ -189,14 +187,22 @@ pub async fn run(opts: Options) -> Result<(), AppError> {
         None
     };
     let service = PlacementService::new(&opts.id, slot.clone());
-    let server = tonic::transport::Server::builder()
-        .http2_keepalive_interval(Some(opts.keepalive_time))
-        .http2_keepalive_timeout(Some(opts.keepalive_timeout))
-        .tcp_nodelay(true)
-        .add_service(service);
+    let serve_opts = ServeOptions {
+        keepalive_time: opts.keepalive_time,
+        keepalive_timeout: opts.keepalive_timeout,
+    };
+    // Leadership ends first, so every sidecar stream is closed with a status
+    // and the connections can then close gracefully.
+    let stop_slot = slot.clone();
+    let stopping = async move {
+        shutdown_signal().await;
+        if let Some(tx) = stop_slot.take() {
+            let _ = tx.send(Event::Shutdown).await;
+        }
+    };
     ready.store(true, Ordering::Relaxed);
     info!(addr = %grpc_addr, tls = identity.is_some(), "placement gRPC server listening");
-    let result = match &identity {
+    match &identity {
         Some(id) => {
             let tls = std::sync::Arc::new(id.sidecar_server_config()?);
             let incoming = dapr_security::net::tls_incoming(
@@ -204,19 +210,17 @@ pub async fn run(opts: Options) -> Result<(), AppError> {
                 tls,
                 dapr_security::net::HANDSHAKE_TIMEOUT,
             );
-            server
-                .serve_with_incoming_shutdown(incoming, shutdown_signal())
-                .await
+            serve(incoming, service, serve_opts, stopping).await;
         }
         None => {
-            server
-                .serve_with_incoming_shutdown(
-                    TcpListenerStream::new(grpc_listener),
-                    shutdown_signal(),
-                )
-                .await
+            let incoming = TcpListenerStream::new(grpc_listener).map(|r| {
+                r.inspect(|tcp| {
+                    let _ = tcp.set_nodelay(true);
+                })
+            });
+            serve(incoming, service, serve_opts, stopping).await;
         }
-    };
+    }
     drop(identity);
     ready.store(false, Ordering::Relaxed);
     info!("shutting down");
@@ -226,7 +230,6 @@ pub async fn run(opts: Options) -> Result<(), AppError> {
     if let Err(e) = raft.shutdown().await {
         warn!(error = %e, "raft shutdown");
     }
-    result?;
     Ok(())
 }
 

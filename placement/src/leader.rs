@@ -31,11 +31,15 @@ use tonic::Status;
 use tracing::{debug, info, warn};
 
 use crate::{
-    grpc::{Encoded, OrderItem, encode_order, not_leader},
+    grpc::{Encoded, OrderSender, QueueError, encode_order, not_leader},
     membership::{ApplyResult, Change, Command, HostMember},
     metrics::Metrics,
     raft::{Raft, store::SmData},
 };
+
+/// Delay between the end of a round (or a stream closing) and handing freed
+/// heap memory back to the OS.
+const TRIM_DELAY: Duration = Duration::from_millis(500);
 
 /// Id of a sidecar stream (unique per process).
 pub type StreamId = u64;
@@ -49,7 +53,7 @@ pub enum Event {
         /// The first report.
         first: Host,
         /// Orders to the sidecar.
-        out: mpsc::Sender<OrderItem>,
+        out: OrderSender,
         /// Stops the stream's receive task.
         kill: oneshot::Sender<()>,
         /// Dapr <= 1.16 sidecar (no operation in its reports, no acks).
@@ -105,7 +109,7 @@ struct StreamState {
     namespace: String,
     name: String,
     app_id: String,
-    out: mpsc::Sender<OrderItem>,
+    out: OrderSender,
     kill: Option<oneshot::Sender<()>>,
     legacy: bool,
     last_report: Instant,
@@ -172,6 +176,8 @@ pub struct Leader {
     faulty_check_done: bool,
     lock_order: Encoded,
     unlock_cache: HashMap<u64, Encoded>,
+    /// When to hand freed heap back to the OS (after a round or closures).
+    trim_due: Option<Instant>,
 }
 
 fn now_nanos() -> i64 {
@@ -208,6 +214,7 @@ impl Leader {
             faulty_check_done: false,
             lock_order: encode_order(OPERATION_LOCK, 0, None),
             unlock_cache: HashMap::new(),
+            trim_due: None,
         };
         tokio::spawn(leader.run(rx));
         tx
@@ -265,7 +272,7 @@ impl Leader {
         &mut self,
         id: StreamId,
         first: Host,
-        out: mpsc::Sender<OrderItem>,
+        out: OrderSender,
         kill: oneshot::Sender<()>,
         legacy: bool,
     ) {
@@ -384,6 +391,7 @@ impl Leader {
             return;
         };
         info!(stream = id, host = %s.name, namespace = %s.namespace, "sidecar disconnected");
+        self.schedule_trim();
         let key = (s.namespace.clone(), s.name.clone());
         if self.owners.get(&key) == Some(&id) {
             self.owners.remove(&key);
@@ -437,7 +445,7 @@ impl Leader {
         };
         match s.out.try_send(Ok(order)) {
             Ok(()) => true,
-            Err(mpsc::error::TrySendError::Full(_)) => {
+            Err(QueueError::Full) => {
                 warn!(stream = id, host = %s.name, "sidecar is not reading its orders; disconnecting");
                 self.kick(
                     id,
@@ -445,7 +453,7 @@ impl Leader {
                 );
                 false
             }
-            Err(mpsc::error::TrySendError::Closed(_)) => {
+            Err(QueueError::Closed) => {
                 self.closed(id);
                 false
             }
@@ -759,6 +767,9 @@ impl Leader {
                     unlock_ms = r.phase_started.elapsed().as_secs_f64() * 1e3,
                     "tables disseminated"
                 );
+                // (Field access: `ns` still borrows `self.namespaces`.)
+                self.trim_due
+                    .get_or_insert_with(|| Instant::now() + TRIM_DELAY);
                 let waiting: Vec<StreamId> = std::mem::take(&mut ns.waiting).into_iter().collect();
                 if ns.dirty {
                     self.maybe_start_round(namespace);
@@ -778,8 +789,23 @@ impl Leader {
 
     // ---- timers ----------------------------------------------------------
 
+    /// A round's tables and the bursts of stream buffers around it are
+    /// freed once the round ends; hand them back to the OS a little later
+    /// (once h2 has written the last frames), at most every `TRIM_DELAY`.
+    fn schedule_trim(&mut self) {
+        if self.trim_due.is_none() {
+            self.trim_due = Some(Instant::now() + TRIM_DELAY);
+        }
+    }
+
     fn housekeeping(&mut self) {
         let now = Instant::now();
+        if self.trim_due.is_some_and(|t| now >= t)
+            && self.namespaces.values().all(|n| n.round.is_none())
+        {
+            self.trim_due = None;
+            tokio::task::spawn_blocking(crate::memory::release_free_memory);
+        }
         // Phases that took too long: drop the streams that did not answer.
         let mut late: Vec<(StreamId, u64)> = Vec::new();
         for ns in self.namespaces.values() {

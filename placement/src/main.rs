@@ -8,9 +8,11 @@ mod grpc;
 mod http;
 mod leader;
 mod membership;
+mod memory;
 mod metrics;
 mod options;
 mod raft;
+mod serve;
 
 use std::process::ExitCode;
 

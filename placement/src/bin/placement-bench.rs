@@ -103,6 +103,23 @@ fn rss_kib(pid: u32) -> Option<(u64, u64)> {
     Some((field("VmRSS:")?, field("VmHWM:")?))
 }
 
+/// Anonymous vs file-backed (the binary's own code pages) resident memory.
+fn rss_split(pid: u32) -> String {
+    let s = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+    let kib = |name: &str| -> f64 {
+        s.lines()
+            .find(|l| l.starts_with(name))
+            .and_then(|l| l.split_whitespace().nth(1))
+            .and_then(|v| v.parse::<f64>().ok())
+            .unwrap_or(0.0)
+    };
+    format!(
+        "RssAnon {:.1} MiB, RssFile {:.1} MiB",
+        kib("RssAnon:") / 1024.0,
+        kib("RssFile:") / 1024.0
+    )
+}
+
 /// CPU time (user + system) of a process, in milliseconds (USER_HZ = 100).
 fn cpu_ms(pid: u32) -> Option<u64> {
     let s = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
@@ -326,6 +343,7 @@ async fn run_one(args: &Args, n: usize, dir: &std::path::Path) -> BenchResult<Ro
     probe.shutdown().await;
     tokio::time::sleep(Duration::from_millis(300)).await;
     let (rss_idle, _) = rss_kib(pid).ok_or("cannot read placement RSS")?;
+    eprintln!("  n={n}: idle placement {}", rss_split(pid));
 
     // Burst of N joins.
     let cpu0 = (
@@ -623,6 +641,7 @@ async fn run_light(args: &Args, n: usize, dir: &std::path::Path) -> BenchResult<
     let round = server_round(&log, n).unwrap_or_default();
     tokio::time::sleep(Duration::from_millis(1000)).await;
     let (rss, hwm) = rss_kib(pid).ok_or("cannot read placement RSS")?;
+    eprintln!("  n={n} light: placement {}", rss_split(pid));
     for t in tasks {
         t.abort();
     }
