@@ -9,7 +9,11 @@
 //!
 //! `bench invoke`: service invocation of an echo app, direct vs through two
 //! sidecars (caller daprd -> callee daprd -> app), over HTTP and gRPC.
+//!
+//! `bench actors`: actor method calls through daprd (owner and non-owner
+//! sidecar) vs the actor app directly, and reminders fired per second.
 
+mod actors;
 mod crypto;
 mod daprd;
 mod injector;
@@ -58,6 +62,8 @@ enum Cmd {
     Workflow(workflow::WorkflowArgs),
     /// Publish → deliver through two daprd sidecars vs the broker's client.
     Pubsub(pubsub::PubsubArgs),
+    /// Actor calls (owner and non-owner sidecar) vs the app; reminders/s.
+    Actors(actors::ActorsArgs),
 }
 
 #[derive(Debug, Clone, Args)]
@@ -346,6 +352,10 @@ fn main() -> anyhow::Result<()> {
         Cmd::Pubsub(args) => {
             args.validate()?;
             rt.block_on(pubsub::run(args))
+        }
+        Cmd::Actors(args) => {
+            args.validate()?;
+            rt.block_on(actors::run(args))
         }
     }
 }
