@@ -183,6 +183,15 @@ async fn reloads_the_certificate_when_its_files_change() {
     );
 }
 
+/// What a finished injector printed: the log goes to stderr, like daprd's.
+fn output_text(out: &std::process::Output) -> String {
+    format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    )
+}
+
 #[tokio::test]
 async fn refuses_to_start_without_required_settings_or_certs() {
     let dir = tempfile::tempdir().unwrap();
@@ -199,10 +208,7 @@ async fn refuses_to_start_without_required_settings_or_certs() {
         .output()
         .unwrap();
     assert!(!out.status.success());
-    assert!(
-        String::from_utf8_lossy(&out.stdout).contains("SIDECAR_IMAGE"),
-        "{out:?}"
-    );
+    assert!(output_text(&out).contains("SIDECAR_IMAGE"), "{out:?}");
     // A key that does not match the certificate.
     let other = write_pki(dir.path(), "y");
     let out = std::process::Command::new(binary())
@@ -218,6 +224,6 @@ async fn refuses_to_start_without_required_settings_or_certs() {
         .output()
         .unwrap();
     assert!(!out.status.success());
-    let log = String::from_utf8_lossy(&out.stdout);
+    let log = output_text(&out);
     assert!(log.contains("loading the webhook certificate"), "{log}");
 }
