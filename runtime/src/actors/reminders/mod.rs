@@ -545,34 +545,49 @@ impl Reminders {
     /// Re-evaluates a type whenever its stored metadata changes: every list
     /// write rewrites the metadata (new etag), so a reminder created,
     /// replaced or deleted through another sidecar reaches its owner here.
+    ///
+    /// A pass holds each type's lock while it loads every reminder of the
+    /// type, which stalls registrations; the pause between passes is at
+    /// least ten times the last pass, so with many reminders the watcher
+    /// never holds the locks more than a tenth of the time.
     async fn run_watcher(self: Arc<Self>) {
         let mut seen: HashMap<String, Option<String>> = HashMap::new();
+        let mut last_pass = Duration::ZERO;
         loop {
+            let pause = self.opts.watch_interval.max(last_pass.saturating_mul(10));
             tokio::select! {
                 _ = self.shutdown.cancelled() => return,
-                _ = tokio::time::sleep(self.opts.watch_interval) => {}
+                _ = tokio::time::sleep(pause) => {}
             }
-            let Ok(host) = self.host() else { continue };
-            let Ok(store) = self.store(host.as_ref()) else {
-                continue;
-            };
-            for actor_type in host.hosted_types() {
-                let etag = match store.metadata(&actor_type).await {
-                    Ok((_, etag)) => etag,
-                    Err(e) => {
-                        tracing::debug!(actor_type, "watching reminders: {e}");
-                        continue;
-                    }
-                };
-                if seen.get(&actor_type) == Some(&etag) {
+            let pass_started = Instant::now();
+            self.watch_pass(&mut seen).await;
+            last_pass = pass_started.elapsed();
+        }
+    }
+
+    /// One look at every hosted type's metadata; a type whose etag moved
+    /// since the last look is evaluated again.
+    async fn watch_pass(&self, seen: &mut HashMap<String, Option<String>>) {
+        let Ok(host) = self.host() else { return };
+        let Ok(store) = self.store(host.as_ref()) else {
+            return;
+        };
+        for actor_type in host.hosted_types() {
+            let etag = match store.metadata(&actor_type).await {
+                Ok((_, etag)) => etag,
+                Err(e) => {
+                    tracing::debug!(actor_type, "watching reminders: {e}");
                     continue;
                 }
-                match self.evaluate_type(host.as_ref(), &store, &actor_type).await {
-                    Ok(()) => {
-                        seen.insert(actor_type, etag);
-                    }
-                    Err(e) => tracing::warn!(actor_type, "loading reminders: {e}"),
+            };
+            if seen.get(&actor_type) == Some(&etag) {
+                continue;
+            }
+            match self.evaluate_type(host.as_ref(), &store, &actor_type).await {
+                Ok(()) => {
+                    seen.insert(actor_type, etag);
                 }
+                Err(e) => tracing::warn!(actor_type, "loading reminders: {e}"),
             }
         }
     }
