@@ -478,6 +478,50 @@ spec:
     )
 }
 
+/// The injector is Ready before the API server can always reach it (the
+/// Service's endpoints and kube-proxy rules follow a moment later), and a
+/// `failurePolicy: Ignore` webhook admits pods without a sidecar meanwhile:
+/// waits until a server-side dry run of an annotated pod comes back with
+/// `daprd`. After 60 s it goes on, and step 2 reports what it sees.
+async fn wait_injection_effective(apps: &TestNamespace, injector_label: &str) {
+    let pod = format!(
+        r#"apiVersion: v1
+kind: Pod
+metadata:
+  name: injection-probe
+  labels: {{dapr-rs.e2e/k8s-e2e: "{injector_label}"}}
+  annotations: {{dapr.io/enabled: "true", dapr.io/app-id: injection-probe}}
+spec:
+  containers: [{{name: app, image: {image}, imagePullPolicy: Never}}]
+"#,
+        image = image("e2e-app"),
+    );
+    let probe = eventually(
+        "the injector patching pods",
+        Duration::from_secs(60),
+        Duration::from_millis(500),
+        || async {
+            let out = apps
+                .kubectl_handle()
+                .run_with_stdin(
+                    &["create", "--dry-run=server", "-o", "json", "-f", "-"],
+                    Some(&pod),
+                )
+                .map_err(s)?;
+            let injected = json(&out)?["spec"]["containers"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .any(|c| c["name"] == "daprd");
+            Ok::<_, String>(injected.then_some(()))
+        },
+    )
+    .await;
+    if let Err(e) = probe {
+        eprintln!("injection probe: {e}");
+    }
+}
+
 fn component(name: &str, type_: &str) -> String {
     format!(
         "apiVersion: dapr.io/v1alpha1\nkind: Component\nmetadata: {{name: {name}}}\nspec:\n  type: {type_}\n  version: v1\n  metadata: []\n"
@@ -723,6 +767,7 @@ async fn deploy_apps(
     let outcome = async {
         apps.apply(&component("statestore", "state.in-memory"))
             .map_err(s)?;
+        wait_injection_effective(apps, cp.name()).await;
         let started = Instant::now();
         apps.apply(&format!(
             "{}---\n{}",
