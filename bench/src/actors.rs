@@ -44,7 +44,7 @@ use tokio::sync::oneshot;
 use tonic::transport::{Channel, Endpoint};
 
 use crate::{
-    daprd::{Daprd, Launch, free_ports, probe},
+    daprd::{Daprd, Launch, free_ports, probe, stop_daprd},
     load::{self, OpClient, PhaseResult},
     procfs,
     report::{Shape, cell, delta, q},
@@ -565,12 +565,6 @@ fn start_daprd(launch: &Launch<'_>) -> anyhow::Result<Daprd> {
     })
 }
 
-fn stop_daprd(d: Daprd) {
-    if let Err(e) = tokio::task::block_in_place(|| d.stop()) {
-        eprintln!("warning: {e:#}");
-    }
-}
-
 // ------------------------------------------------------------------ phases --
 
 /// CPU of the processes of a run: daprd A (owner), daprd C (caller),
@@ -790,29 +784,6 @@ async fn run_reminders(
     })
 }
 
-/// Samples the VmRSS of each pid every 100 ms until stopped; returns the maxima.
-fn rss_sampler(pids: Vec<u32>) -> (oneshot::Sender<()>, tokio::task::JoinHandle<Vec<u64>>) {
-    let (tx, mut rx) = oneshot::channel::<()>();
-    let task = tokio::spawn(async move {
-        let mut max = vec![0u64; pids.len()];
-        let mut tick = tokio::time::interval(Duration::from_millis(100));
-        loop {
-            tokio::select! {
-                _ = &mut rx => break,
-                _ = tick.tick() => {
-                    for (m, pid) in max.iter_mut().zip(&pids) {
-                        if let Some(mem) = procfs::memory(*pid) {
-                            *m = (*m).max(mem.rss);
-                        }
-                    }
-                }
-            }
-        }
-        max
-    });
-    (tx, task)
-}
-
 pub async fn run(args: ActorsArgs) -> anyhow::Result<()> {
     if !args.daprd.is_file() {
         bail!(
@@ -889,7 +860,7 @@ pub async fn run(args: ActorsArgs) -> anyhow::Result<()> {
         "actor app on 127.0.0.1:{}, placement pid {}, daprd A ({HOST_ID}, owner, pid {}), daprd C ({CALLER_ID}, no app, pid {})",
         app.port, pids.placement, pids.owner, pids.caller
     );
-    let (rss_stop, rss_task) = rss_sampler(vec![pids.owner, pids.caller, pids.placement]);
+    let (rss_stop, rss_task) = procfs::rss_sampler(vec![pids.owner, pids.caller, pids.placement]);
     let payload = Bytes::from(
         (0..args.payload_size)
             .map(|i| b'a' + (i % 26) as u8)

@@ -211,3 +211,11 @@ pub fn probe(port: u16, method: &str, path: &str) -> Option<u16> {
     }
     std::str::from_utf8(&buf[9..12]).ok()?.parse().ok()
 }
+
+/// Stops a daprd from async code, warning instead of failing: a bench
+/// that already has its figures should still print them.
+pub fn stop_daprd(d: Daprd) {
+    if let Err(e) = tokio::task::block_in_place(|| d.stop()) {
+        eprintln!("warning: {e:#}");
+    }
+}

@@ -37,7 +37,7 @@ use tonic::{
 
 use crate::{
     InvokeArgs, Protocol,
-    daprd::{Daprd, Launch},
+    daprd::{Daprd, Launch, stop_daprd},
     load::{self, OpClient, PhaseResult},
     procfs,
     report::Shape,
@@ -347,35 +347,6 @@ fn start_daprd(launch: &Launch<'_>) -> anyhow::Result<Daprd> {
         )?;
         Ok(d)
     })
-}
-
-fn stop_daprd(d: Daprd) {
-    if let Err(e) = tokio::task::block_in_place(|| d.stop()) {
-        eprintln!("warning: {e:#}");
-    }
-}
-
-/// Samples the VmRSS of each pid every 100 ms until stopped; returns the maxima.
-fn rss_sampler(pids: Vec<u32>) -> (oneshot::Sender<()>, tokio::task::JoinHandle<Vec<u64>>) {
-    let (tx, mut rx) = oneshot::channel::<()>();
-    let task = tokio::spawn(async move {
-        let mut max = vec![0u64; pids.len()];
-        let mut tick = tokio::time::interval(Duration::from_millis(100));
-        loop {
-            tokio::select! {
-                _ = &mut rx => break,
-                _ = tick.tick() => {
-                    for (m, pid) in max.iter_mut().zip(&pids) {
-                        if let Some(mem) = procfs::memory(*pid) {
-                            *m = (*m).max(mem.rss);
-                        }
-                    }
-                }
-            }
-        }
-        max
-    });
-    (tx, task)
 }
 
 /// Retries a call until it succeeds (the callee registers itself in name
@@ -712,7 +683,7 @@ async fn run_protocol(
     }
     let mut sampled = pids.to_vec();
     sampled.extend(mtls_pids.iter().flatten());
-    let (rss_stop, rss_task) = rss_sampler(sampled);
+    let (rss_stop, rss_task) = procfs::rss_sampler(sampled);
 
     let result = async {
         let (direct, sidecar) = match protocol {

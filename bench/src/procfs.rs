@@ -54,3 +54,31 @@ pub fn cpu_time(pid: Option<u32>) -> Option<Duration> {
 pub fn mib(bytes: u64) -> f64 {
     bytes as f64 / (1024.0 * 1024.0)
 }
+
+/// Samples the VmRSS of each pid every 100 ms until stopped; returns the maxima.
+pub fn rss_sampler(
+    pids: Vec<u32>,
+) -> (
+    tokio::sync::oneshot::Sender<()>,
+    tokio::task::JoinHandle<Vec<u64>>,
+) {
+    let (tx, mut rx) = tokio::sync::oneshot::channel::<()>();
+    let task = tokio::spawn(async move {
+        let mut max = vec![0u64; pids.len()];
+        let mut tick = tokio::time::interval(Duration::from_millis(100));
+        loop {
+            tokio::select! {
+                _ = &mut rx => break,
+                _ = tick.tick() => {
+                    for (m, pid) in max.iter_mut().zip(&pids) {
+                        if let Some(mem) = memory(*pid) {
+                            *m = (*m).max(mem.rss);
+                        }
+                    }
+                }
+            }
+        }
+        max
+    });
+    (tx, task)
+}
