@@ -52,21 +52,33 @@ impl SubscriptionManager {
                 tracing::warn!(pubsub = %sub.pubsub, topic = %sub.topic, origin = %sub.origin, "duplicate subscription ignored");
                 continue;
             }
-            match self.subscribe(registry, app, app_id, sub.clone()).await {
-                Ok(s) => {
-                    tracing::info!(pubsub = %sub.pubsub, topic = %sub.topic, origin = %sub.origin, "subscribed");
-                    self.running.lock().await.push((
-                        ActiveSubscription {
-                            pubsub: sub.pubsub,
-                            topic: sub.topic,
-                            origin: sub.origin,
-                        },
-                        s,
-                    ));
-                }
-                Err(e) => {
-                    tracing::error!(pubsub = %sub.pubsub, topic = %sub.topic, origin = %sub.origin, "cannot subscribe: {e}")
-                }
+            self.subscribe_and_track(registry, app, app_id, sub).await;
+        }
+    }
+
+    /// Subscribes and keeps the running subscription; a failure is logged,
+    /// the other subscriptions go on.
+    async fn subscribe_and_track(
+        &self,
+        registry: &Arc<Registry>,
+        app: &AppChannel,
+        app_id: &str,
+        sub: TopicSubscription,
+    ) {
+        match self.subscribe(registry, app, app_id, sub.clone()).await {
+            Ok(s) => {
+                tracing::info!(pubsub = %sub.pubsub, topic = %sub.topic, origin = %sub.origin, "subscribed");
+                self.running.lock().await.push((
+                    ActiveSubscription {
+                        pubsub: sub.pubsub,
+                        topic: sub.topic,
+                        origin: sub.origin,
+                    },
+                    s,
+                ));
+            }
+            Err(e) => {
+                tracing::error!(pubsub = %sub.pubsub, topic = %sub.topic, origin = %sub.origin, "cannot subscribe: {e}")
             }
         }
     }
@@ -167,22 +179,7 @@ impl SubscriptionManager {
                 tracing::warn!(pubsub = %sub.pubsub, topic = %sub.topic, origin = %sub.origin, "the app subscribes to this topic itself; declarative subscription ignored");
                 continue;
             }
-            match self.subscribe(registry, app, app_id, sub.clone()).await {
-                Ok(s) => {
-                    tracing::info!(pubsub = %sub.pubsub, topic = %sub.topic, origin = %sub.origin, "subscribed");
-                    self.running.lock().await.push((
-                        ActiveSubscription {
-                            pubsub: sub.pubsub,
-                            topic: sub.topic,
-                            origin: sub.origin,
-                        },
-                        s,
-                    ));
-                }
-                Err(e) => {
-                    tracing::error!(pubsub = %sub.pubsub, topic = %sub.topic, origin = %sub.origin, "cannot subscribe: {e}")
-                }
-            }
+            self.subscribe_and_track(registry, app, app_id, sub).await;
         }
     }
 
